@@ -1,0 +1,40 @@
+"""Where the code runs: the device, fast mode, Colab. The one place the environment is read.
+
+- ``DDPM_LITE_FAST=1`` makes notebooks and scripts run a small version of their work (CI sets it);
+  learners get the full run.
+- ``DDPM_LITE_DEVICE`` overrides the device picked by :func:`default_device` (``cpu``, ``cuda``, ``mps``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+REPO_URL = "https://github.com/ddpm-lite/ddpm_lite"
+
+
+def fast_mode() -> bool:
+    """True when ``DDPM_LITE_FAST=1``: run small versions of long work."""
+    return os.environ.get("DDPM_LITE_FAST", "0") == "1"
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def default_device() -> torch.device:
+    """``DDPM_LITE_DEVICE`` if set, else CUDA, else Apple's MPS, else the CPU."""
+    name = os.environ.get("DDPM_LITE_DEVICE")
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick(full, fast):
+    """``fast`` in fast mode, else ``full``: ``steps = pick(2000, 50)``."""
+    return fast if fast_mode() else full
