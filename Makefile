@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: lab test test-fast venv clean
+.PHONY: lab test venv figures slides checkpoints clean
 
 venv: $(STAMP)
 
@@ -24,5 +24,13 @@ lab: $(STAMP)
 test: $(STAMP)
 	DDPM_LITE_FAST=1 $(BIN)/python -m pytest
 
+# every figure of the deck, from the package's code, deterministic: assets/*.png + assets/figures.json
+figures: $(STAMP)
+	$(BIN)/python tools/make_figures.py
+
+# the offline HTML deck and its PDF: slides/dist/index.html, slides/dist/deck.pdf (needs node/npm and chromium)
+slides: $(STAMP)
+	$(BIN)/python tools/build_deck.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache slides/dist node_modules

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .runtime import data_root
+
 TOY_DATASETS = ("swiss_roll", "moons", "8gaussians", "checkerboard")
 IMAGE_DATASETS = ("digits", "digits16", "mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -123,7 +125,7 @@ class ImageDataset(Dataset):
 
 def default_root() -> Path:
     """``$DDPM_LITE_DATA`` if set, else ``~/.cache/ddpm_lite/data``."""
-    return Path(os.environ.get("DDPM_LITE_DATA", Path.home() / ".cache" / "ddpm_lite" / "data"))
+    return data_root()
 
 
 def load_dataset(

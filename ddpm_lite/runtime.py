@@ -3,11 +3,15 @@
 - ``DDPM_LITE_FAST=1`` makes notebooks and scripts run a small version of their work (CI sets it);
   learners get the full run.
 - ``DDPM_LITE_DEVICE`` overrides the device picked by :func:`default_device` (``cpu``, ``cuda``, ``mps``).
+- ``DDPM_LITE_STRICT=1`` makes exercise checkers raise on a wrong answer (CI, on the solution notebooks).
+- ``DDPM_LITE_DATA`` is where MNIST, Fashion-MNIST and CIFAR-10 are looked for (default ``~/.cache/ddpm_lite/data``).
+- ``DDPM_LITE_DEBUG=1`` makes the command line show full tracebacks.
 """
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -38,3 +42,18 @@ def default_device() -> torch.device:
 def pick(full, fast):
     """``fast`` in fast mode, else ``full``: ``steps = pick(2000, 50)``."""
     return fast if fast_mode() else full
+
+
+def strict_mode() -> bool:
+    """True when ``DDPM_LITE_STRICT=1``: exercise checkers raise instead of falling back to the reference."""
+    return os.environ.get("DDPM_LITE_STRICT", "0") == "1"
+
+
+def debug_mode() -> bool:
+    """True when ``DDPM_LITE_DEBUG=1``: the command line re-raises errors with their traceback."""
+    return os.environ.get("DDPM_LITE_DEBUG", "0") == "1"
+
+
+def data_root() -> Path:
+    """``$DDPM_LITE_DATA`` if set, else ``~/.cache/ddpm_lite/data``."""
+    return Path(os.environ.get("DDPM_LITE_DATA", Path.home() / ".cache" / "ddpm_lite" / "data"))

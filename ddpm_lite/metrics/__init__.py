@@ -1,0 +1,59 @@
+"""Sample-quality and likelihood metrics: FID, improved precision/recall, label accuracy, bits/dim.
+
+Example::
+
+    from ddpm_lite.metrics import load_digits_feature_net, compute_fid, reference_statistics
+    net = load_digits_feature_net()                         # 64-d features of 8x8 / 16x16 digits
+    ref = reference_statistics("digits", "train", net)      # cached on disk, keyed by weights and data
+    fid = compute_fid(samples, ref, net)                    # samples: (N, 1, 8, 8) in [-1, 1]
+
+* :mod:`.fid` -- ``feature_statistics``, ``frechet_distance`` (accurate and fast: the nuclear norm of A^T B),
+  ``fid_from_features``, ``extract_features``, ``compute_fid``, ``reference_statistics``.
+* :mod:`.features` -- ``InceptionV3Features`` (torchvision weights; not the TF-Inception of published FIDs),
+  ``DigitsFeatureNet`` / ``load_digits_feature_net`` (shipped, trained by ``tools/train_digits_features.py``),
+  ``label_accuracy``.
+* :mod:`.precision_recall` -- ``precision_recall`` (Kynkäänniemi et al. 2019, k = 3).
+* :mod:`.likelihood` -- ``bits_per_dim`` over a test set with ``GaussianDiffusion.calc_bpd_loop``.
+"""
+from .features import (
+    DigitsFeatureNet,
+    InceptionV3Features,
+    WeightsNotFoundError,
+    digits_feature_net_note,
+    label_accuracy,
+    load_digits_feature_net,
+)
+from .fid import (
+    compute_fid,
+    extract_features,
+    feature_dim,
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    psd_factor,
+    reference_statistics,
+    trace_sqrt_product,
+)
+from .likelihood import bits_per_dim
+from .precision_recall import PrecisionRecall, precision_recall
+
+__all__ = [
+    "DigitsFeatureNet",
+    "InceptionV3Features",
+    "PrecisionRecall",
+    "WeightsNotFoundError",
+    "bits_per_dim",
+    "compute_fid",
+    "digits_feature_net_note",
+    "extract_features",
+    "feature_dim",
+    "feature_statistics",
+    "fid_from_features",
+    "frechet_distance",
+    "label_accuracy",
+    "load_digits_feature_net",
+    "precision_recall",
+    "psd_factor",
+    "reference_statistics",
+    "trace_sqrt_product",
+]

@@ -1,0 +1,151 @@
+"""Generate the learner versions of the notebooks: the solutions taken out.
+
+The instructor notebooks ``notebooks/NN_name.py`` (jupytext percent, the source of truth) hold each exercise's
+solution between two marker lines, nbgrader style::
+
+    def q_sample(x0, t, noise, betas):
+        ### BEGIN SOLUTION hint: alpha_bar = torch.cumprod(1 - betas, dim=0)[t]
+        ...
+        ### END SOLUTION
+
+For every notebook with at least one such block, this writes ``notebooks/exercises/NN_name.py`` with each block
+replaced by::
+
+        # YOUR CODE HERE
+        raise NotImplementedError("hint: alpha_bar = torch.cumprod(1 - betas, dim=0)[t]")
+
+and the Colab badge pointing at the learner version, then updates the paired ``.ipynb`` with
+``jupytext --to ipynb --update`` (cell ids and any outputs kept).
+
+    python tools/make_learner.py            # write what is stale
+    python tools/make_learner.py --check    # exit 1, listing what is stale, and write nothing (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+LEARNER = NOTEBOOKS / "exercises"
+
+BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]+hint:[ \t]*(?P<hint>.*?))?[ \t]*$")
+END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
+BADGE = "/blob/main/notebooks/{name}.ipynb"
+LEARNER_BADGE = "/blob/main/notebooks/exercises/{name}.ipynb"
+NOTE = ("> **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in "
+        "`notebooks/{name}.ipynb`.")
+
+
+class SolutionMarkerError(ValueError):
+    pass
+
+
+def strip_solutions(text: str, source: str = "<text>") -> tuple[str, int]:
+    """Replace every solution block of a percent script; returns (learner text, number of blocks)."""
+    out, count, block = [], 0, None
+    for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
+        begin, end = BEGIN.match(line.rstrip("\n")), END.match(line.rstrip("\n"))
+        if block is not None:
+            if begin:
+                raise SolutionMarkerError(f"{source}:{lineno}: BEGIN SOLUTION inside the block opened at line {block}")
+            if end:
+                block = None
+            continue
+        if end:
+            raise SolutionMarkerError(f"{source}:{lineno}: END SOLUTION without BEGIN SOLUTION")
+        if begin:
+            block, count = lineno, count + 1
+            indent = begin["indent"]
+            message = f"hint: {begin['hint']}" if begin["hint"] else "exercise: replace this line by your code"
+            out.append(f"{indent}# YOUR CODE HERE\n")
+            out.append(f"{indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})\n")
+            continue
+        out.append(line)
+    if block is not None:
+        raise SolutionMarkerError(f"{source}:{block}: BEGIN SOLUTION never closed by END SOLUTION")
+    return "".join(out), count
+
+
+def learner_text(solution: Path) -> str | None:
+    """The learner version of a solution script, or None when it has no exercise."""
+    text = solution.read_text(encoding="utf-8")
+    stripped, count = strip_solutions(text, str(solution.relative_to(ROOT)))
+    if count == 0:
+        return None
+    name = solution.stem
+    badge, learner_badge = BADGE.format(name=name), LEARNER_BADGE.format(name=name)
+    if badge not in stripped:
+        raise SolutionMarkerError(f"{solution.name}: no Colab badge linking to ...{badge}")
+    stripped = stripped.replace(badge, learner_badge)
+    # the note goes right after the badge line (in the first markdown cell)
+    lines = stripped.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if learner_badge in line)
+    lines[at + 1:at + 1] = ["#\n", f"# {NOTE.format(name=name)}\n"]
+    stripped = "".join(lines)
+    ast.parse(stripped, filename=f"exercises/{solution.name}")  # the learner script must still be valid Python
+    return stripped
+
+
+def _cells(nb) -> list:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def solutions() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def stale(solution: Path, text: str) -> list[str]:
+    """What is out of date for this solution's learner pair: [] when both files are current."""
+    py, ipynb = LEARNER / solution.name, (LEARNER / solution.name).with_suffix(".ipynb")
+    problems = []
+    if not py.exists() or py.read_text(encoding="utf-8") != text:
+        problems.append(str(py.relative_to(ROOT)))
+    if not ipynb.exists() or _cells(jupytext.read(ipynb)) != _cells(jupytext.reads(text, fmt="py:percent")):
+        problems.append(str(ipynb.relative_to(ROOT)))
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a learner notebook is stale; write nothing")
+    args = parser.parse_args(argv)
+
+    expected, problems = set(), []
+    for solution in solutions():
+        text = learner_text(solution)
+        if text is None:
+            continue
+        expected |= {solution.name, solution.with_suffix(".ipynb").name}
+        todo = stale(solution, text)
+        if not todo:
+            continue
+        if args.check:
+            problems += todo
+            continue
+        LEARNER.mkdir(exist_ok=True)
+        py = LEARNER / solution.name
+        py.write_text(text, encoding="utf-8")
+        from jupytext.cli import jupytext as jupytext_cli
+
+        update = ["--update"] if py.with_suffix(".ipynb").exists() else []
+        jupytext_cli(["--quiet", "--to", "ipynb", *update, str(py)])
+        print(f"wrote {py.relative_to(ROOT)} and {py.with_suffix('.ipynb').relative_to(ROOT)}")
+    orphans = sorted(p.name for p in LEARNER.glob("*") if p.suffix in (".py", ".ipynb") and p.name not in expected)
+    if orphans:
+        problems += [f"notebooks/exercises/{o} (no solution notebook with exercises; delete it)" for o in orphans]
+    if problems:
+        print("learner notebooks out of date:\n  " + "\n  ".join(problems)
+              + ("\nrun: python tools/make_learner.py" if args.check else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
