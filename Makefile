@@ -24,6 +24,14 @@ lab: $(STAMP)
 test: $(STAMP)
 	DDPM_LITE_FAST=1 $(BIN)/python -m pytest
 
+# the shipped digits models (ddpm_lite/checkpoints/*.pt), trained on the CPU from their presets with fixed seeds
+CHECKPOINTS := digits digits_cond digits_classifier
+checkpoints: $(STAMP)
+	@for p in $(CHECKPOINTS); do \
+	  $(BIN)/ddpm-lite train --preset $$p --steps 2000 --seed 0 --out runs/$$p --no-progress --device cpu && \
+	  $(BIN)/ddpm-lite export --checkpoint runs/$$p --out ddpm_lite/checkpoints/$$p.pt --half || exit 1; \
+	done
+
 # every figure of the deck, from the package's code, deterministic: assets/*.png + assets/figures.json
 figures: $(STAMP)
 	$(BIN)/python tools/make_figures.py

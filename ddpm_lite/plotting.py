@@ -319,3 +319,649 @@ __all__ = ["diffusions", "snr", "to_display", "sample_photo", "figure_to_png", "
            "draw_alpha_bar", "snr_curve", "alpha_bar_curves", "forward_chain_grid", "latent_grid",
            "forward_noising_figure", "schedule_comparison_figure", "vb_terms_figure", "vlb_weights", "vlb_weight"]
 
+
+
+# ====================================================================== notebooks 07-09: the U-Net, guidance, FID
+def _grid_image(ax, images, ncol: int | None = None, title: str | None = None) -> None:
+    """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid)."""
+    from .images import make_grid
+
+    grid = make_grid(torch.as_tensor(images).detach().float().cpu(), ncol=ncol)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def timestep_embedding_figure(embedding, timesteps=None, figsize=(10, 3.4)):
+    """Left: the sinusoidal embedding of every t (rows) as an image, the cosines then the sines (columns).
+    Right: the cosine similarity between the embeddings of every pair of timesteps: nearby t look alike."""
+    e = torch.as_tensor(embedding).detach().double().cpu()
+    ts = np.arange(len(e)) if timesteps is None else np.asarray(timesteps)
+    unit = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sim = (unit @ unit.T).numpy()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.4, 1])
+    extent = (-0.5, e.shape[1] - 0.5, ts[-1], ts[0])
+    im = ax.imshow(e.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, extent=extent, interpolation="nearest")
+    half = e.shape[1] // 2
+    ax.axvline(half - 0.5, color="k", lw=0.8)
+    ax.set(xlabel=f"embedding dimension (0..{half - 1}: cos, {half}..{2 * half - 1}: sin)", ylabel="t",
+           title=f"timestep_embedding(t, {e.shape[1]})")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    im2 = ax2.imshow(sim, cmap="viridis", extent=(ts[0], ts[-1], ts[-1], ts[0]), interpolation="nearest")
+    ax2.set(xlabel="t", ylabel="t'", title="cosine similarity of the embeddings")
+    fig.colorbar(im2, ax=ax2, shrink=0.8)
+    return fig
+
+
+UNET_STAGE_COLORS = {"embed": "#eeeeee", "in": "#dddddd", "down": "#c6dbef", "middle": "#dadaeb",
+                     "up": "#c7e9c0", "out": "#dddddd"}
+
+
+def unet_diagram(rows, total: int | None = None, title: str | None = None, figsize=(10, 5.2)):
+    """The U-Net as traced by :func:`ddpm_lite.models.summary.unet_summary`.
+
+    Top: one box per block, left to right in execution order, at the height of the feature-map size it works at
+    (a downsampling block at its output size, an upsampling one at its input size: the "U"), labelled with its
+    output channels, with an arrow where the size changes; red edges mark self-attention, grey brackets the skip
+    connections. Bottom: the parameters of each block (log scale).
+    """
+    blocks = [r for r in rows if r.stage != "embed"]
+
+    def size(r):
+        return r.in_shape[-1] if r.stage == "up" else r.resolution
+
+    sizes = sorted({size(r) for r in blocks}, reverse=True)
+    level = {s: i for i, s in enumerate(sizes)}
+    max_c = max(r.channels for r in blocks)
+    many = len(blocks) > 24
+    fig, (ax, axp) = plt.subplots(2, 1, figsize=figsize, layout="constrained", height_ratios=[2.3, 1], sharex=True)
+    xs = np.arange(len(blocks))
+    pos = {}
+    for x, r in zip(xs, blocks):
+        y = -level[size(r)]
+        w = 0.25 + 0.5 * r.channels / max_c
+        attn = "attn" in r.kind
+        ax.add_patch(plt.Rectangle((x - w / 2, y - 0.3), w, 0.6, facecolor=UNET_STAGE_COLORS[r.stage],
+                                   edgecolor="crimson" if attn else "#555555", lw=2 if attn else 0.8, zorder=3))
+        ax.text(x, y, str(r.channels), ha="center", va="center", fontsize=7 if many else 8,
+                rotation=90 if many else 0, zorder=4)
+        if r.resolution != r.in_shape[-1] and r.stage != "embed":
+            ax.text(x, y - 0.34, "↓" if r.resolution < r.in_shape[-1] else "↑", ha="center", va="top", fontsize=9)
+        pos[id(r)] = (x, y)
+    for a, b in zip(blocks, blocks[1:]):
+        (x0, y0), (x1, y1) = pos[id(a)], pos[id(b)]
+        ax.plot([x0, x1], [y0, y1], color="#888888", lw=0.8, zorder=1)
+    width = max(len(blocks) - 1, 1)
+    for r in blocks:
+        if r.skip is not None:
+            (x0, y0), (x1, y1) = pos[id(rows[r.skip])], pos[id(r)]
+            top = max(y0, y1) + 0.34 + 0.3 * (x1 - x0) / width
+            ax.plot([x0, x0, x1, x1], [y0 + 0.3, top, top, y1 + 0.3], color="#999999", lw=0.7, alpha=0.8, zorder=2)
+    ax.set_yticks([-level[s] for s in sizes], [f"{s}×{s}" for s in sizes])
+    ax.set_ylim(-len(sizes) + 0.45, 0.72)
+    ax.set_xlim(-0.8, len(blocks) - 0.2)
+    ax.tick_params(axis="x", bottom=False)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_ylabel("feature-map size")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=UNET_STAGE_COLORS[k], edgecolor="#555555")
+               for k in ("down", "middle", "up")]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="crimson", lw=2))
+    ax.legend(handles, ["down path", "middle", "up path (+ skip)", "self-attention"], fontsize=7,
+              ncol=1 if len(sizes) > 2 else 4, loc="lower left", frameon=False)
+    params = np.array([r.params for r in blocks], dtype=float)
+    axp.bar(xs, np.maximum(params, 1), color=[UNET_STAGE_COLORS[r.stage] for r in blocks], edgecolor="#555555",
+            lw=0.5)
+    axp.set_yscale("log")
+    axp.set_ylabel("parameters")
+    axp.set_xticks(xs, [r.name.replace("input_blocks.", "in").replace("output_blocks.", "out")
+                        .replace("middle_block", "mid") for r in blocks], rotation=90, fontsize=7)
+    axp.grid(alpha=0.3, axis="y")
+    total = total if total is not None else sum(r.params for r in rows)
+    emb = next((r for r in rows if r.stage == "embed"), None)
+    ax.set_title(title or f"{total / 1e6:.2f} M parameters", fontsize=10)
+    if emb is not None:
+        axp.set_title(f"parameters per block (and {emb.params:,} in the embedding: {emb.kind})", fontsize=8)
+    return fig
+
+
+def training_progress_figure(losses, samples=None, step: int | None = None, smooth: float = 0.95,
+                             title: str | None = None, figsize=(9, 3.2)):
+    """Left: the training loss per step (faint) and its exponential moving average. Right: a grid of samples."""
+    losses = np.asarray(losses, dtype=np.float64)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.6, 1])
+    if len(losses):
+        ema = np.empty_like(losses)
+        acc = losses[0]
+        for i, v in enumerate(losses):
+            acc = smooth * acc + (1 - smooth) * v if i else v
+            ema[i] = acc
+        steps = np.arange(1, len(losses) + 1)
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
+        ax.plot(steps, ema, color="tab:blue", lw=2, label="moving average")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title(f"step {step if step is not None else len(losses)}: loss {ema[-1]:.4f}", fontsize=10)
+    else:
+        ax.set_title("waiting for the first steps", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3, which="both")
+    if samples is not None:
+        _grid_image(ax2, samples, title="samples (EMA weights, the same noise each time)")
+    else:
+        ax2.axis("off")
+        ax2.set_title("samples appear here", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+METRIC_COLORS = {"accuracy": "tab:green", "precision": "tab:blue", "recall": "tab:orange"}
+
+
+def draw_guidance_metrics(ax, metrics, current: float | None = None, scale_name: str = "guidance scale"):
+    """Label accuracy, precision and recall against the guidance scale; a marker line at ``current``.
+
+    ``metrics``: {scale: {"accuracy": ..., "precision": ..., "recall": ...}} (e.g. from
+    :func:`ddpm_lite.evaluate.sample_quality`).
+    """
+    scales = sorted(metrics)
+    for name, color in METRIC_COLORS.items():
+        ax.plot(scales, [metrics[s][name] for s in scales], "o-", color=color, label=name, ms=4)
+    if current is not None:
+        ax.axvline(current, color="crimson", lw=1)
+        for name, color in METRIC_COLORS.items():
+            if current in metrics:
+                ax.plot([current], [metrics[current][name]], "o", color=color, ms=9, mec="crimson", mew=1.5)
+    ax.set(xlabel=scale_name, ylim=(-0.03, 1.03))
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+
+
+def guidance_explorer_figure(samples, label: int, scale: float, metrics, method: str = "classifier guidance",
+                             scale_name: str = "guidance scale s", figsize=(9, 3.6)):
+    """Left: samples guided towards ``label`` at ``scale``. Right: the trade-off curves with ``scale`` marked."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
+    m = metrics[scale]
+    _grid_image(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
+    draw_guidance_metrics(ax2, metrics, scale, scale_name)
+    ax2.set_title(f"{method}, {scale_name.split()[-1]} = {scale:g}: accuracy {m['accuracy']:.2f}, "
+                  f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, FID {m['fid']:.2f}", fontsize=9)
+    return fig
+
+
+def guidance_tradeoff_figure(curves, figsize=(9, 3.4)):
+    """Several guidance methods side by side, independent of how each counts its scale.
+
+    ``curves``: {method: {scale: {"accuracy", "precision", "recall", ...}}}. Left: precision against recall
+    (ADM Figure 4); right: label accuracy against recall. Each point is labelled with its scale.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    for (method, metrics), marker in zip(curves.items(), "os^Dv"):
+        scales = sorted(metrics)
+        rec = [metrics[s]["recall"] for s in scales]
+        for ax, key in zip(axes, ("precision", "accuracy")):
+            ys = [metrics[s][key] for s in scales]
+            ax.plot(rec, ys, marker + "-", label=method, ms=5)
+            for s, x, y in zip(scales, rec, ys):
+                ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    for ax, key in zip(axes, ("precision (fidelity)", "label accuracy")):
+        ax.set(xlabel="recall (diversity)", ylabel=key)
+        ax.margins(0.12)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("guidance trades diversity for fidelity (numbers: the scale)", fontsize=10)
+    return fig
+
+
+def fid_explorer_figure(images, bars, current: str, title: str | None = None, figsize=(9, 3.6)):
+    """Left: a grid of (degraded) images. Right: horizontal bars of FID, ``current`` highlighted.
+
+    ``bars``: {label: FID}, drawn top to bottom in order.
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
+    _grid_image(ax, images, title=f"{len(images)} of the images")
+    labels = list(bars)
+    values = [bars[k] for k in labels]
+    colors = ["crimson" if k == current else "tab:gray" if "floor" in k else "tab:blue" for k in labels]
+    ax2.barh(np.arange(len(labels)), values, color=colors)
+    ax2.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax2.invert_yaxis()
+    for i, v in enumerate(values):
+        ax2.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax2.set_xscale("symlog", linthresh=1.0)
+    ax2.set_xlim(0, max(max(values) * 3, 10))
+    ax2.set_xlabel("FID (digits features; lower is better)")
+    ax2.grid(alpha=0.3, axis="x")
+    fig.suptitle(title or f"{current}: FID {bars[current]:.2f}", fontsize=10)
+    return fig
+
+
+def feature_gaussians_figure(sets, basis=None, figsize=(5.2, 4.2), n_points: int = 400):
+    """FID's view of image sets: their features projected on the two main axes of ``basis`` (default: the first
+    set), each set drawn as points and its fitted Gaussian as 1- and 2-sigma ellipses.
+
+    ``sets``: {label: features (N, D)}.
+    """
+    arrays = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+              for k, v in sets.items()}
+    base = arrays[next(iter(arrays))] if basis is None else np.asarray(basis, dtype=np.float64)
+    centre = base.mean(0)
+    _, _, vt = np.linalg.svd(base - centre, full_matrices=False)
+    proj = vt[:2].T
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    theta = np.linspace(0, 2 * np.pi, 100)
+    for (label, f), color in zip(arrays.items(), ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]):
+        p = (f - centre) @ proj
+        ax.scatter(p[:n_points, 0], p[:n_points, 1], s=4, alpha=0.35, color=color)
+        mu, cov = p.mean(0), np.cov(p, rowvar=False)
+        vals, vecs = np.linalg.eigh(cov)
+        circle = np.stack([np.cos(theta), np.sin(theta)])
+        for k, ls in ((1, "-"), (2, "--")):
+            e = mu[:, None] + vecs @ (k * np.sqrt(np.maximum(vals, 0))[:, None] * circle)
+            ax.plot(e[0], e[1], ls, color=color, lw=1.5, label=label if k == 1 else None)
+        ax.plot(*mu, "x", color=color, ms=8, mew=2)
+    ax.set(xlabel="feature PC 1", ylabel="feature PC 2", title="features and their fitted Gaussians (1σ, 2σ)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+__all__ += ["timestep_embedding_figure", "unet_diagram", "training_progress_figure", "draw_guidance_metrics",
+            "guidance_explorer_figure", "guidance_tradeoff_figure", "fid_explorer_figure", "feature_gaussians_figure"]
+
+
+# ====================================================================== notebooks 10-11: fast sampling, waveforms
+SAMPLER_COLORS = {"ancestral": "tab:blue", "DDIM η=0": "tab:orange", "DDIM η=1": "tab:green"}
+
+
+def _sweep_points(sweep, sampler: str):
+    points = sorted((p for p in sweep.points if p.sampler == sampler), key=lambda p: p.steps)
+    return np.array([p.steps for p in points]), points
+
+
+def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
+    """FID of each sampler of a :class:`~ddpm_lite.fast_sampling.Sweep` against its step count (log x), the FID
+    of as many real images dashed (the floor at that sample size) in a grey band of its spread over random draws,
+    and a ring at ``highlight`` (sampler, steps)."""
+    for sampler in sweep.samplers:
+        steps, points = _sweep_points(sweep, sampler)
+        ax.plot(steps, [p.fid for p in points], "o-", ms=4, label=sampler, color=SAMPLER_COLORS.get(sampler))
+    if not np.isnan(sweep.real_fid):
+        ax.axhline(sweep.real_fid, color="k", ls="--", lw=1, label="real images")
+        if not np.isnan(sweep.real_fid_std):
+            ax.axhspan(sweep.real_fid - sweep.real_fid_std, sweep.real_fid + sweep.real_fid_std, color="0.85",
+                       zorder=0, label="± 1 std over draws")
+    if highlight is not None and sweep.has(*highlight):
+        p = sweep.get(*highlight)
+        ax.plot([p.steps], [p.fid], "o", ms=11, mfc="none", mec="red", mew=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel(f"FID ({sweep.points[0].num_samples} samples)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
+    """Measured samples per second against the step count (log-log), with the 1/steps line through the
+    fastest point: the cost of sampling is one network call per step."""
+    for sampler in sweep.samplers:
+        steps, points = _sweep_points(sweep, sampler)
+        ax.plot(steps, [p.samples_per_second for p in points], "o-", ms=4, label=sampler,
+                color=SAMPLER_COLORS.get(sampler))
+    best = max(sweep.points, key=lambda p: p.samples_per_second)
+    ks = np.array(sweep.steps, dtype=float)
+    ax.plot(ks, best.samples_per_second * best.steps / ks, color="gray", ls=":", lw=1, label="∝ 1 / steps")
+    if highlight is not None and sweep.has(*highlight):
+        p = sweep.get(*highlight)
+        ax.plot([p.steps], [p.samples_per_second], "o", ms=11, mfc="none", mec="red", mew=2)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("samples / second (measured)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(11, 3.6)):
+    """The slide "quality against steps": samples of ``sampler`` at ``steps`` steps, then FID and measured speed
+    against the step count for every sampler, the chosen point ringed."""
+    from .images import make_grid
+
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.25, 1.25])
+    if sweep.has(sampler, steps):
+        p = sweep.get(sampler, steps)
+        a0.imshow(make_grid(p.samples[:n_show]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
+        fig.suptitle(f"{sampler}, {steps} steps: FID {p.fid:.1f}, {p.seconds:.2f} s for {p.num_samples} samples "
+                     f"({p.samples_per_second:.1f} samples/s on this machine)", fontsize=10)
+    else:
+        a0.text(0.5, 0.5, f"{sampler} was not run\nat {steps} steps", ha="center", va="center", fontsize=9)
+        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
+        fig.suptitle(f"{sampler}, {steps} steps: not run", fontsize=10)
+    a0.set_xticks([]), a0.set_yticks([])
+    draw_fid_vs_steps(a1, sweep, (sampler, steps))
+    a1.set_title("quality: FID (lower is better)", fontsize=9)
+    draw_speed_vs_steps(a2, sweep, (sampler, steps))
+    a2.set_title("cost: samples per second", fontsize=9)
+    return fig
+
+
+def _as_signals(x) -> np.ndarray:
+    x = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    return x.reshape(x.shape[0], -1)  # (N, 1, L) -> (N, L)
+
+
+def draw_waveform(ax, signal, sample_rate: int, title: str | None = None, ms: float | None = 40.0, color="tab:blue"):
+    """One signal (L,) or (1, L) against time in milliseconds; only the first ``ms`` milliseconds (None: all)."""
+    x = _as_signals(signal)[0]
+    n = len(x) if ms is None else min(len(x), int(round(ms * sample_rate / 1000)))
+    ax.plot(np.arange(n) * 1000 / sample_rate, x[:n], lw=0.8, color=color)
+    ax.set_ylim(-1.6, 1.6)
+    ax.set_xlabel("time (ms)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def draw_spectrogram(ax, signal, sample_rate: int, title: str | None = None, n_fft: int = 256, hop: int = 32):
+    """The log-magnitude spectrogram (dB, 0 at the loudest bin) of one signal, frequency up to Nyquist."""
+    from .waveforms import spectrogram
+
+    x = torch.as_tensor(_as_signals(signal)[0])
+    spec = spectrogram(x, n_fft=n_fft, hop=hop).numpy()
+    duration = len(x) / sample_rate * 1000
+    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
+              extent=(0, duration, 0, sample_rate / 2))
+    ax.set_xlabel("time (ms)", fontsize=8)
+    ax.set_ylabel("Hz", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def waveform_figure(signals, sample_rate: int, titles: Sequence[str] | None = None, ms: float | None = 40.0,
+                    n_fft: int = 256):
+    """One column per signal (N, 1, L): the waveform (first ``ms`` milliseconds) above its spectrogram."""
+    x = _as_signals(signals)
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.4), squeeze=False, layout="constrained")
+    for i in range(n):
+        title = titles[i] if titles is not None else f"signal {i}"
+        draw_waveform(axes[0, i], x[i], sample_rate, title, ms)
+        draw_spectrogram(axes[1, i], x[i], sample_rate, n_fft=n_fft)
+    return fig
+
+
+def waveform_noising_figure(diffusion: GaussianDiffusion, x0, timesteps: Sequence[int], sample_rate: int,
+                            seed: int = 0, ms: float | None = 40.0, n_fft: int = 256):
+    """The forward process on one waveform (1, L): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps at each
+    of ``timesteps`` (one noise, drawn from ``seed``), waveforms above spectrograms, with the SNR in dB."""
+    from .waveforms import snr_db
+
+    x0 = torch.as_tensor(x0).float().reshape(1, -1)
+    noisy = _noised(diffusion, x0, timesteps, seed=seed)
+    fig, axes = plt.subplots(2, len(timesteps), figsize=(2.4 * len(timesteps), 4.4), squeeze=False,
+                             layout="constrained")
+    for i, (t, x) in enumerate(zip(timesteps, noisy)):
+        snr = float(snr_db(x0, float(diffusion.alphas_cumprod[t]))[0])
+        draw_waveform(axes[0, i], x, sample_rate, f"t = {t}, SNR {round(snr):d} dB", ms)
+        draw_spectrogram(axes[1, i], x, sample_rate, n_fft=n_fft)
+    return fig
+
+
+__all__ += ["SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure", "draw_waveform",
+            "draw_spectrogram", "waveform_figure", "waveform_noising_figure"]
+
+
+# ====================================================================== notebooks 02, 04, 06: reverse process, variances
+PATH_COLORS = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def reverse_step_figure(means, std: float, x_t: float, t: int, jumps: Sequence[int], diffusion: GaussianDiffusion,
+                        weights=None, figsize=None):
+    """Why one reverse step is Gaussian (DDPM section 2, after Sohl-Dickstein et al. 2015): for 1-D data
+    x_0 ~ mixture of N(m_k, std^2), the exact q(x_{t-k} | x_t) (blue) beside its moment-matched Gaussian (dashed),
+    one panel per jump size k in ``jumps``; each title gives k, the jump's beta and the KL to the Gaussian."""
+    from .reverse import gaussian_fit, gaussian_fit_kl, mixture_pdf, reverse_step_mixture
+
+    ab = np.append(1.0, diffusion.alphas_cumprod)  # ab[s] = alpha_bar after s steps (paper's indexing)
+    fig, axes = plt.subplots(1, len(jumps), figsize=figsize or (3.0 * len(jumps), 2.9), layout="constrained",
+                             squeeze=False)
+    for ax, k in zip(axes[0], jumps):
+        s = t - k
+        w, m, sd = reverse_step_mixture(x_t, ab[s], ab[t], means, std, weights)
+        mean, fit_std = gaussian_fit(w, m, sd)
+        lo, hi = min(m.min() - 4 * sd.max(), mean - 4 * fit_std), max(m.max() + 4 * sd.max(), mean + 4 * fit_std)
+        grid = np.linspace(lo, hi, 800)
+        ax.plot(grid, mixture_pdf(grid, w, m, sd), color="tab:blue", lw=2, label=r"exact $q(x_{t-k} \mid x_t)$")
+        ax.plot(grid, mixture_pdf(grid, [1.0], [mean], [fit_std]), "k--", lw=1.2, label="Gaussian fit")
+        kl = gaussian_fit_kl(w, m, sd)
+        ax.set_title(f"k = {k} step{'s' if k > 1 else ''}: β = {1 - ab[t] / ab[s]:.2g}\nKL to the Gaussian "
+                     f"{kl:.2g} nats", fontsize=9)
+        ax.set_yticks([])
+        ax.set_xlabel(f"$x_{{{t}-k}}$")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"The exact reverse of a jump of k steps, from $x_{{{t}}}$ = {x_t:g}", fontsize=10)
+    return fig
+
+
+def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distances=None, title: str = "",
+                      lim: float = 3.0, max_points: int = 2000, figsize=(9.5, 4.0)):
+    """One moment of ancestral sampling (DDPM Algorithm 2) in 2-D.
+
+    ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps (:func:`ddpm_lite.reverse.sample_trajectory`).
+    Left: the cloud at ``step`` over the data (grey), and the paths of ``n_paths`` particles so far. Right, when
+    ``distances`` = (steps, values) is given: the mean distance from the cloud to the data along the way.
+    """
+    traj = torch.as_tensor(trajectory).detach().float().cpu().numpy()
+    K = len(traj) - 1
+    step = int(min(max(step, 0), K))
+    with_curve = distances is not None
+    fig, axes = plt.subplots(1, 2 if with_curve else 1, figsize=figsize if with_curve else (4.4, 4.0),
+                             layout="constrained", squeeze=False, width_ratios=[1, 1.15] if with_curve else None)
+    ax = axes[0, 0]
+    if data is not None:
+        d = torch.as_tensor(data).float().cpu().numpy()[:max_points]
+        ax.scatter(d[:, 0], d[:, 1], s=2, color="0.82", label="data")
+    cloud = traj[step, :max_points]
+    ax.scatter(cloud[:, 0], cloud[:, 1], s=3, color="tab:blue", alpha=0.7, label="samples")
+    for i in range(min(n_paths, traj.shape[1])):
+        color = PATH_COLORS[i % len(PATH_COLORS)]
+        ax.plot(traj[: step + 1, i, 0], traj[: step + 1, i, 1], color=color, lw=0.6, alpha=0.6)
+        ax.plot(traj[step, i, 0], traj[step, i, 1], "o", color=color, mec="k", ms=6, zorder=5)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.legend(fontsize=7, loc="lower right", markerscale=3)
+    ax.set_title(f"after {step} of {K} reverse steps: x_{K - step}", fontsize=10)
+    if with_curve:
+        ax2 = axes[0, 1]
+        steps, values = distances
+        ax2.plot(np.asarray(steps), np.asarray(values), color="tab:blue")
+        current = float(np.interp(step, steps, values))
+        ax2.plot([step], [current], "o", color="crimson", ms=7, zorder=5)
+        ax2.axvline(step, color="crimson", lw=0.8, alpha=0.6)
+        ax2.set_yscale("log")
+        ax2.set_xlabel("reverse steps done (x_T on the left, x_0 on the right)")
+        ax2.set_ylabel("mean distance to the nearest data point")
+        ax2.set_title(f"distance to the data: {current:.3f}", fontsize=10)
+        ax2.grid(alpha=0.3, which="both")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def variance_ratio_figure(num_timesteps: Sequence[int] = (100, 1000, 4000), schedules=("linear", "cosine"),
+                          figsize=(9, 3.3)):
+    """Improved DDPM Figure 1: beta-tilde_t / beta_t against t / T for chains of several lengths, one panel per
+    schedule. The two fixed choices of Sigma only differ near t = 0, and less so the longer the chain."""
+    fig, axes = plt.subplots(1, len(schedules), figsize=figsize, layout="constrained", squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], schedules):
+        for T in num_timesteps:
+            d = GaussianDiffusion(get_betas(name, T))
+            ax.plot(np.arange(1, T) / T, d.posterior_variance[1:] / d.betas[1:], label=f"T = {T}")
+        ax.set_xscale("log")
+        ax.set_xlabel("diffusion step t / T (log scale)")
+        ax.set_title(f"{name} schedule", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("β̃ₜ / βₜ")
+    return fig
+
+
+def variance_interpolation_figure(diffusion: GaussianDiffusion, v: float, t: int, learned=None, figsize=(10, 3.6)):
+    """Eq. 15 of Improved DDPM: Sigma_t = exp(v log beta_t + (1 - v) log beta-tilde_t).
+
+    Left: Sigma_t / beta_t against t (log-log): beta (1), beta-tilde, Sigma for the constant ``v``, and for the
+    learned v(t) when ``learned`` = (timesteps, v) is given (interpolated over t). Right: v against t.
+    """
+    from .variance import sigma_from_v
+
+    T = diffusion.num_timesteps
+    ts = np.arange(1, T)
+    beta, beta_tilde = diffusion.betas, np.exp(diffusion.posterior_log_variance_clipped)
+    sigma_v = sigma_from_v(diffusion, v)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.3, 1])
+    ax.plot(ts, np.ones_like(ts, dtype=float), color="k", lw=1.2, label="βₜ (fixed_large)")
+    ax.plot(ts, beta_tilde[1:] / beta[1:], color="tab:gray", lw=1.5, label="β̃ₜ (fixed_small)")
+    ax.plot(ts, sigma_v[1:] / beta[1:], color="tab:orange", lw=2, ls="--", label=f"Σₜ with v = {v:.2f}")
+    if learned is not None:
+        lt, lv = (np.asarray(a, dtype=np.float64) for a in learned)
+        v_all = np.interp(np.arange(T), lt, lv)
+        ax.plot(ts, sigma_from_v(diffusion, v_all)[1:] / beta[1:], color="tab:blue", lw=2, label="Σₜ with learned v(t)")
+        ax2.plot(lt, lv, "o-", color="tab:blue", ms=3, label="learned v(t), mean over test images")
+    ax.axvline(max(t, 1), color="crimson", lw=0.8)
+    ax.set(xscale="log", xlabel="t (log scale)", ylabel="Σₜ / βₜ")
+    ax.set_title(f"t = {t}: β = {beta[t]:.3g}, β̃ = {diffusion.posterior_variance[t]:.3g}, "
+                 f"Σ(v = {v:.2f}) = {sigma_v[t]:.3g}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax2.axhline(v, color="tab:orange", ls="--", lw=2, label=f"v = {v:.2f}")
+    ax2.axhline(0, color="tab:gray", lw=1), ax2.axhline(1, color="k", lw=1)
+    ax2.axvline(t, color="crimson", lw=0.8)
+    ax2.set(xscale="symlog", xlabel="t (log scale above 1)", ylabel="v: 0 gives β̃ₜ, 1 gives βₜ", xlim=(0, T))
+    ax2.set_title("the interpolation weight v of eq. 15", fontsize=9)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    return fig
+
+
+def sample_grids_figure(grids, titles=None, ncol: int | None = None, suptitle: str = "", figsize=None):
+    """Grids of images side by side: ``grids`` = {label: images (N, C, H, W) in [-1, 1]}; ``titles`` (same keys)
+    replace the labels as panel titles."""
+    fig, axes = plt.subplots(1, len(grids), figsize=figsize or (3.3 * len(grids), 3.6), layout="constrained",
+                             squeeze=False)
+    for ax, (label, images) in zip(axes[0], grids.items()):
+        _grid_image(ax, images, ncol=ncol, title=(titles or {}).get(label, label))
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    x = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(x) == 0:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.minimum(np.arange(1, len(x) + 1), window)
+    return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
+
+
+def loss_curves_figure(curves, smoothing: int = 1, yscale: str = "log", markers=None, title: str = "",
+                       ylabel: str = "training loss", figsize=(8, 3.4)):
+    """Several loss curves on one axes: ``curves`` = {label: per-step losses}, each raw (faint) and as a moving
+    average over ``smoothing`` steps; ``markers`` = {label: step} draws labelled vertical lines."""
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    for i, (label, values) in enumerate(curves.items()):
+        values = np.asarray(values, dtype=np.float64)
+        if not len(values):
+            continue
+        color = f"C{i}"
+        steps = np.arange(1, len(values) + 1)
+        ax.plot(steps, values, color=color, alpha=0.25, lw=0.7)
+        ax.plot(steps, moving_average(values, smoothing), color=color, lw=2,
+                label=f"{label}: {moving_average(values, smoothing)[-1]:.3g} at step {len(values)}")
+    for label, step in (markers or {}).items():
+        ax.axvline(step, color="k", ls=":", lw=1)
+        ax.annotate(label, (step, 0.03), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", ha="right",
+                    rotation=90)
+    ax.set_yscale(yscale)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    if any(len(v) for v in curves.values()):
+        ax.legend(fontsize=8)
+    ax.set_title(title or (f"moving average over {smoothing} steps" if smoothing > 1 else "raw losses"), fontsize=10)
+    return fig
+
+
+def timestep_importance_figure(vb, probs=None, figsize=(10, 3.4)):
+    """Where L_vlb lives (Improved DDPM Figure 2 and section 3.3). ``vb``: (B, T) terms per image (column t =
+    L_t, as ``calc_bpd_loop`` returns) or their (T,) mean. Left: the mean term and its root mean square
+    sqrt(E[L_t^2]) against t (log-log). Right: the sampling distribution p_t proportional to that root mean square
+    (eq. 18) against the uniform 1/T, and ``probs`` (T,) if given (e.g. a trained sampler's)."""
+    vb = np.asarray(vb.detach().cpu() if isinstance(vb, torch.Tensor) else vb, dtype=np.float64)
+    vb2 = vb if vb.ndim == 2 else vb[None]
+    T = vb2.shape[1]
+    mean, rms = vb2.mean(0), np.sqrt((vb2 ** 2).mean(0))
+    ts = np.arange(T)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    ax.plot(ts + 1, mean, color="tab:blue", lw=1.5, label="E[Lₜ]")
+    ax.plot(ts + 1, rms, color="tab:orange", lw=1, ls="--", label="√E[Lₜ²]")
+    ax.set(xscale="log", yscale="log", xlabel="t + 1 (log scale; t = 0 is L₀)", ylabel="bits/dim")
+    ax.set_title(f"terms of L_vlb: the first 1% of steps hold {mean[: max(1, T // 100)].sum() / mean.sum():.0%}",
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    p = rms / rms.sum()
+    ax2.plot(ts + 1, p, color="tab:orange", lw=1.5, label="pₜ ∝ √E[Lₜ²] (eq. 18), from these terms")
+    ax2.axhline(1.0 / T, color="k", ls="--", lw=1, label="uniform 1/T")
+    if probs is not None:
+        ax2.plot(ts + 1, np.asarray(probs, dtype=np.float64), color="tab:green", lw=1, alpha=0.8,
+                 label="pₜ of a trained sampler")
+    ax2.set(xscale="log", yscale="log", xlabel="t + 1 (log scale)", ylabel="pₜ")
+    ax2.set_title("how often to sample each t", fontsize=10)
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7)
+    return fig
+
+
+__all__ += ["PATH_COLORS", "reverse_step_figure", "trajectory_figure", "variance_ratio_figure",
+            "variance_interpolation_figure", "sample_grids_figure", "moving_average", "loss_curves_figure",
+            "timestep_importance_figure"]
+
+
+def waveform_explorer_figure(diffusion: GaussianDiffusion, x0, t: int, sample_rate: int, noise=None, seed: int = 0,
+                             ms: float = 20.0, n_fft: int = 256):
+    """The forward process on one waveform at step t: x_0 and x_t (the first ``ms`` milliseconds), the spectrogram
+    of x_t, and the SNR in dB against t with t marked (0 dB: signal and noise equally loud)."""
+    from .waveforms import snr_db
+
+    x0 = torch.as_tensor(x0).float().reshape(1, -1)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    x_t = diffusion.q_sample(x0, torch.tensor([t]), noise.reshape(x0.shape).float())
+    ab = float(diffusion.alphas_cumprod[t])
+    curve = snr_db(x0.expand(diffusion.num_timesteps, -1), torch.from_numpy(diffusion.alphas_cumprod)).numpy()
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(12, 3.3), layout="constrained", width_ratios=[1.4, 1, 1])
+    draw_waveform(a0, x_t, sample_rate, f"x{SUBSCRIPT_T}, t = {t}", ms)
+    draw_waveform(a0, x0, sample_rate, None, ms, color="0.6")
+    a0.lines[-1].set_label("x₀"), a0.lines[0].set_label(f"x{SUBSCRIPT_T}")
+    a0.set_ylim(-3.5, 3.5)
+    a0.legend(fontsize=7, loc="upper right")
+    draw_spectrogram(a1, x_t, sample_rate, f"spectrogram of x{SUBSCRIPT_T}", n_fft=n_fft)
+    a2.plot(np.arange(diffusion.num_timesteps), curve, color="tab:purple")
+    a2.axhline(0.0, color="k", lw=0.8, ls="--")
+    a2.plot([t], [curve[t]], "o", color="tab:red")
+    a2.set_xlabel("t", fontsize=8), a2.set_ylabel("SNR (dB)", fontsize=8), a2.tick_params(labelsize=7)
+    a2.set_title(f"SNR({t}) = {curve[t]:.1f} dB", fontsize=9)
+    a2.grid(alpha=0.3)
+    fig.suptitle(f"t = {t}: x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε", fontsize=10)
+    return fig
+
+
+__all__ += ["waveform_explorer_figure"]

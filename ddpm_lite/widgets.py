@@ -142,3 +142,404 @@ class ScheduleExplorer(FigureWidget):
         return plotting.schedule_comparison_figure(self.x0(), self.t.value, self.diffusions, n_cols=self.n_cols,
                                                    seed=self.seed)
 
+
+
+# ====================================================================== notebooks 07-09: the U-Net, guidance, FID
+class UNetExplorer(FigureWidget):
+    """The shapes flowing through the ADM U-Net (Dhariwal & Nichol 2021, section 3) of a configuration, and its
+    parameters, traced on PyTorch's meta device (:func:`ddpm_lite.models.summary.unet_summary`: instant, even for
+    ImageNet 64x64).
+
+    Controls: ``preset`` (Dropdown: digits8, digits16, mnist28, cifar10, imagenet64; choosing one resets the
+    sliders to its values), ``model_channels`` and ``num_res_blocks`` (IntSliders). ``rows`` and ``total`` hold the
+    last trace; a configuration that cannot be built shows why (``error``).
+    """
+
+    PRESETS = ("digits8", "digits16", "mnist28", "cifar10", "imagenet64")
+
+    def __init__(self, preset: str = "digits8", model_channels: int | None = None, num_res_blocks: int | None = None):
+        from .models import UNetConfig
+
+        base = UNetConfig.preset(preset)
+        self.rows, self.total, self.error = [], 0, None
+        self._syncing = False
+        self.preset = W.Dropdown(options=list(self.PRESETS), value=preset, description="preset")
+        self.model_channels = W.IntSlider(value=model_channels or base.model_channels, min=16, max=256, step=16,
+                                          description="channels", continuous_update=False)
+        self.num_res_blocks = W.IntSlider(value=num_res_blocks or base.num_res_blocks, min=1, max=4,
+                                          description="res blocks", continuous_update=False)
+        super().__init__([self.preset, self.model_channels, self.num_res_blocks])
+
+    def _on_change(self, change):
+        if self._syncing:
+            return
+        if change["owner"] is self.preset:  # a new preset: its own width and depth, then one render
+            from .models import UNetConfig
+
+            base = UNetConfig.preset(change["new"])
+            self._syncing = True
+            try:
+                self.model_channels.value = base.model_channels
+                self.num_res_blocks.value = base.num_res_blocks
+            finally:
+                self._syncing = False
+        self.render()
+
+    def config(self):
+        """The UNetConfig of the controls (ValueError when it cannot be built)."""
+        from .models import UNetConfig
+
+        return UNetConfig.preset(self.preset.value, model_channels=self.model_channels.value,
+                                 num_res_blocks=self.num_res_blocks.value)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        from .models.summary import unet_summary
+
+        try:
+            config = self.config()
+            self.rows, self.total = unet_summary(config)
+            self.error = None
+        except ValueError as err:
+            self.rows, self.total, self.error = [], 0, str(err)
+            fig, ax = plt.subplots(figsize=(10, 2))
+            ax.axis("off")
+            ax.set_title(f"{self.preset.value} with {self.model_channels.value} channels cannot be built",
+                         fontsize=10)
+            ax.text(0.5, 0.5, self.error, ha="center", va="center", wrap=True, fontsize=9)
+            return fig
+        cond = "unconditional" if config.num_classes is None else f"{config.num_classes} classes"
+        title = (f"{self.preset.value}: {self.total / 1e6:.2f} M parameters, {cond}, "
+                 f"{config.in_channels}×{config.image_size}×{config.image_size} in, "
+                 f"{config.model_out_channels}×{config.image_size}×{config.image_size} out; channels "
+                 f"{config.model_channels} × {list(config.channel_mult)}, "
+                 f"{config.num_res_blocks} res blocks per level")
+        return plotting.unet_diagram(self.rows, self.total, title=title)
+
+
+class TrainingMonitor(FigureWidget):
+    """A live view of training: the loss curve and a grid of samples from the EMA weights.
+
+    ``trainer.callbacks.append(monitor.callback())`` (or ``callbacks=[monitor.callback()]``) redraws it every
+    ``interval`` steps, sampling ``n_samples`` images with ``sample_steps`` respaced steps (always from the same
+    noise, so the grid shows the model change). No controls: the picture updates while the training cell runs.
+    """
+
+    def __init__(self, interval: int = 50, n_samples: int = 16, sample_steps: int = 25, title: str = ""):
+        self.interval, self.n_samples, self.sample_steps, self.title = interval, n_samples, sample_steps, title
+        self.losses: list[float] = []
+        self.samples = None
+        self.step = 0
+        super().__init__([])
+
+    def callback(self):
+        """``every(interval, self.update)``: the callback to give the Trainer."""
+        from .train import every
+
+        return every(self.interval, self.update)
+
+    def update(self, trainer, step: int, logs=None) -> None:
+        """Take the trainer's loss history and fresh samples, and redraw."""
+        self.losses = list(trainer.history["loss"])
+        self.step = step
+        if self.n_samples:
+            self.samples = trainer.sample(self.n_samples, steps=self.sample_steps)
+        self.render()
+
+    def figure(self):
+        return plotting.training_progress_figure(self.losses, self.samples, self.step, title=self.title or None)
+
+
+class GuidanceExplorer(FigureWidget):
+    """Guided samples of one class at one guidance scale, beside the trade-off curves (Dhariwal & Nichol 2021,
+    section 4 and Figure 4): label accuracy, precision and recall against the scale.
+
+    ``samples``: {scale: images (N, C, H, W)} drawn for ``labels`` (N,) (the same labels at every scale);
+    the metrics of each scale (:func:`ddpm_lite.evaluate.sample_quality` against ``real_features``) are computed
+    once, here, unless given as ``metrics``. Controls: ``label`` (Dropdown of the classes) and ``scale``
+    (SelectionSlider over the precomputed scales).
+    """
+
+    def __init__(self, samples, labels, real_features=None, feature_net=None, label: int = 0, scale=None,
+                 metrics=None, method: str = "classifier guidance", scale_name: str = "guidance scale s",
+                 n_show: int = 16):
+        from .evaluate import sample_quality
+
+        self.samples = {float(s): torch.as_tensor(x).detach().float().cpu() for s, x in samples.items()}
+        self.labels = torch.as_tensor(labels).cpu()
+        self.method, self.scale_name, self.n_show = method, scale_name, n_show
+        if metrics is None:
+            if real_features is None or feature_net is None:
+                raise ValueError("give real_features and feature_net, or precomputed metrics")
+            metrics = {s: sample_quality(x, self.labels, real_features, feature_net) for s, x in self.samples.items()}
+        self.metrics = {float(s): m for s, m in metrics.items()}
+        scales = sorted(self.samples)
+        classes = sorted(int(c) for c in self.labels.unique())
+        self.label = W.Dropdown(options=classes, value=label, description="class")
+        self.scale = W.SelectionSlider(options=[(f"{s:g}", s) for s in scales],
+                                       value=float(scale) if scale is not None else scales[0],
+                                       description=scale_name.split()[-1], continuous_update=False)
+        super().__init__([self.label, self.scale])
+
+    def shown(self) -> torch.Tensor:
+        """The samples on display: those of the chosen class at the chosen scale."""
+        x = self.samples[self.scale.value]
+        return x[self.labels == self.label.value][: self.n_show]
+
+    def figure(self):
+        return plotting.guidance_explorer_figure(self.shown(), self.label.value, self.scale.value, self.metrics,
+                                                 self.method, self.scale_name)
+
+
+class FIDExplorer(FigureWidget):
+    """FID of real images spoiled on purpose (:func:`ddpm_lite.evaluate.degrade`) against the reference features.
+
+    Controls: ``noise`` (FloatSlider: std of added Gaussian noise), ``blur`` (FloatSlider: Gaussian blur, in
+    pixels), ``drop`` (IntSlider: how many classes to remove, mode dropping). The bars compare the current FID with
+    the floor (the clean images) and any ``benchmarks`` ({label: FID}, e.g. our models). ``fid``, ``precision``,
+    ``recall`` hold the current numbers.
+    """
+
+    CURRENT = "degraded real images"
+    FLOOR = "clean real images (floor)"
+
+    def __init__(self, images, labels, reference_features, feature_net, benchmarks=None, noise: float = 0.0,
+                 blur: float = 0.0, drop: int = 0, seed: int = 0, n_show: int = 36):
+        from .evaluate import sample_quality
+
+        self.images = torch.as_tensor(images).detach().float().cpu()
+        self.labels = torch.as_tensor(labels).cpu()
+        self.reference = reference_features
+        self.net, self.seed, self.n_show = feature_net, seed, n_show
+        self.benchmarks = dict(benchmarks or {})
+        self.floor = sample_quality(self.images, self.labels, reference_features, feature_net)["fid"]
+        self.noise = W.FloatSlider(value=noise, min=0.0, max=1.0, step=0.05, description="noise σ",
+                                   continuous_update=False)
+        self.blur = W.FloatSlider(value=blur, min=0.0, max=2.0, step=0.25, description="blur σ",
+                                  continuous_update=False)
+        self.drop = W.IntSlider(value=drop, min=0, max=9, description="drop classes", continuous_update=False)
+        super().__init__([self.noise, self.blur, self.drop])
+
+    def figure(self):
+        from .evaluate import degrade, sample_quality
+
+        x, y = degrade(self.images, self.labels, self.noise.value, self.blur.value, self.drop.value, self.seed)
+        q = sample_quality(x, y, self.reference, self.net)
+        self.fid, self.precision, self.recall = q["fid"], q["precision"], q["recall"]
+        bars = {self.FLOOR: self.floor, **self.benchmarks, self.CURRENT: self.fid}
+        kept = f"digits 0-{9 - self.drop.value}" if self.drop.value else "all digits"
+        title = (f"noise {self.noise.value:g}, blur {self.blur.value:g}, {kept} ({len(x)} images): FID {self.fid:.2f}, "
+                 f"precision {self.precision:.2f}, recall {self.recall:.2f}")
+        return plotting.fid_explorer_figure(x[: self.n_show], bars, self.CURRENT, title=title)
+
+
+__all__ += ["UNetExplorer", "TrainingMonitor", "GuidanceExplorer", "FIDExplorer"]
+
+
+class FastSamplingExplorer(FigureWidget):
+    """Quality against steps (Improved DDPM section 4, DDIM): samples of the chosen sampler at the chosen step count,
+    with its FID and measured speed, beside the FID and samples/s curves of every sampler.
+
+    Everything shown was precomputed by :func:`ddpm_lite.fast_sampling.sampling_sweep` (``sweep``): moving the
+    controls only redraws. Controls: ``steps`` (SelectionSlider over the step counts run for that sampler) and
+    ``sampler`` (Dropdown: ancestral, DDIM η=0, DDIM η=1, ...).
+    """
+
+    def __init__(self, sweep, sampler: str | None = None, steps: int | None = None, n_show: int = 36):
+        self.sweep, self.n_show = sweep, n_show
+        sampler = sampler if sampler is not None else sweep.samplers[0]
+        options = sweep.steps_of(sampler)
+        steps = steps if steps in options else options[len(options) // 2]
+        self.steps = W.SelectionSlider(options=options, value=steps, description="steps", continuous_update=False,
+                                       layout=W.Layout(width="360px"))
+        self.sampler = W.Dropdown(options=sweep.samplers, value=sampler, description="sampler")
+        self._syncing = False
+        super().__init__([self.steps, self.sampler])
+
+    def _on_change(self, change):
+        if self._syncing:
+            return
+        if change.get("owner") is self.sampler:  # that sampler's step counts; keep the closest to the current one
+            import math
+
+            options, current = self.sweep.steps_of(self.sampler.value), self.steps.value
+            self._syncing = True
+            try:
+                self.steps.options = options
+                self.steps.value = min(options, key=lambda k: abs(math.log(k / current)))
+            finally:
+                self._syncing = False
+        self.render()
+
+    @property
+    def point(self):
+        """The :class:`~ddpm_lite.fast_sampling.SweepPoint` on show."""
+        return self.sweep.get(self.sampler.value, self.steps.value)
+
+    def figure(self):
+        return plotting.sampling_sweep_figure(self.sweep, self.sampler.value, self.steps.value, n_show=self.n_show)
+
+
+__all__ += ["FastSamplingExplorer"]
+
+
+# ====================================================================== notebooks 02, 04, 06
+class SamplingTrajectoryExplorer(FigureWidget):
+    """Ancestral sampling (DDPM Algorithm 2) step by step: the 2-D cloud after k reverse steps, a few particles'
+    paths, and the cloud's distance to the data along the way.
+
+    ``trajectories``: {name: (K + 1, N, 2)} from :func:`ddpm_lite.reverse.sample_trajectory` (entry k: after k
+    steps); ``data``: {name: points (M, 2)} to draw in grey and measure distances to (optional, same names).
+    Controls: ``step`` (IntSlider, 0 = pure noise x_T, K = the samples x_0) and ``dataset`` (Dropdown over the
+    names), which keeps the step's fraction of the way when the trajectories differ in length.
+    """
+
+    def __init__(self, trajectories, data=None, step: int = 0, name: str | None = None, n_paths: int = 5,
+                 lim: float = 3.0):
+        from .reverse import trajectory_distances
+
+        if not trajectories:
+            raise ValueError("no trajectories to show")
+        self.trajectories = {k: torch.as_tensor(v).detach().float().cpu() for k, v in trajectories.items()}
+        self.data = dict(data or {})
+        self.n_paths, self.lim = n_paths, lim
+        self.distances = {k: trajectory_distances(v, self.data[k]) for k, v in self.trajectories.items()
+                          if k in self.data}
+        name = name if name is not None else next(iter(self.trajectories))
+        K = len(self.trajectories[name]) - 1
+        self.step = W.IntSlider(value=min(step, K), min=0, max=K, step=1, description="reverse step",
+                                continuous_update=False, layout=W.Layout(width="460px"),
+                                style={"description_width": "initial"})
+        self.dataset = W.Dropdown(options=list(self.trajectories), value=name, description="model")
+        self._syncing = False
+        super().__init__([self.step, self.dataset])
+
+    def _on_change(self, change):
+        if self._syncing:
+            return
+        if change.get("owner") is self.dataset:
+            old = len(self.trajectories[change["old"]]) - 1
+            new = len(self.trajectories[change["new"]]) - 1
+            if new != old:
+                self._syncing = True
+                try:
+                    fraction = self.step.value / max(old, 1)
+                    self.step.max = max(new, self.step.max)
+                    self.step.value = round(fraction * new)
+                    self.step.max = new
+                finally:
+                    self._syncing = False
+        self.render()
+
+    def figure(self):
+        name = self.dataset.value
+        return plotting.trajectory_figure(self.trajectories[name], self.step.value, self.data.get(name),
+                                          n_paths=self.n_paths, distances=self.distances.get(name), title=name,
+                                          lim=self.lim)
+
+
+class VarianceExplorer(FigureWidget):
+    """Improved DDPM eq. 15: the variance Sigma_t between beta-tilde_t (v = 0) and beta_t (v = 1).
+
+    ``learned`` = (timesteps, v) draws a model's learned v(t) (e.g. from
+    :func:`ddpm_lite.variance.interpolation_weights`) and the Sigma_t it gives. Controls: ``v`` (FloatSlider,
+    a constant interpolation weight) and ``t`` (IntSlider, the step whose numbers the title gives).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion | None = None, learned=None, v: float = 0.5, t: int = 10):
+        self.diffusion = diffusion if diffusion is not None else _schedule("cosine", 1000)
+        self.learned = learned
+        T = self.diffusion.num_timesteps
+        self.v = W.FloatSlider(value=v, min=0.0, max=1.0, step=0.05, description="v", continuous_update=False,
+                               readout_format=".2f", layout=W.Layout(width="320px"))
+        self.t = W.IntSlider(value=min(t, T - 1), min=1, max=T - 1, step=1, description="t",
+                             continuous_update=False, layout=W.Layout(width="420px"))
+        super().__init__([self.v, self.t])
+
+    def figure(self):
+        return plotting.variance_interpolation_figure(self.diffusion, self.v.value, self.t.value, self.learned)
+
+
+class LiveLossPlot(FigureWidget):
+    """Loss curves that redraw while training runs: call :meth:`update` (e.g. from a Trainer callback,
+    :meth:`callback`) with the latest per-step losses of each run.
+
+    Controls: ``smoothing`` (IntSlider, the moving-average window in steps) and ``yscale`` (Dropdown: log or
+    linear). ``markers`` = {label: step} adds labelled vertical lines (:meth:`mark`).
+    """
+
+    def __init__(self, names=(), smoothing: int = 20, yscale: str = "log", title: str = "",
+                 ylabel: str = "training loss"):
+        self.curves = {name: [] for name in names}
+        self.markers: dict[str, int] = {}
+        self.title, self.ylabel = title, ylabel
+        self.smoothing = W.IntSlider(value=smoothing, min=1, max=200, step=1, description="smoothing",
+                                     continuous_update=False, layout=W.Layout(width="360px"))
+        self.yscale = W.Dropdown(options=["log", "linear"], value=yscale, description="y scale")
+        super().__init__([self.smoothing, self.yscale])
+
+    def update(self, curves=None, **named) -> None:
+        """Replace the curves given ({name: losses} or name=losses) and redraw."""
+        for name, values in {**(curves or {}), **named}.items():
+            self.curves[name] = list(values)
+        self.render()
+
+    def mark(self, label: str, step: int) -> None:
+        """A labelled vertical line at ``step`` (drawn at the next redraw)."""
+        self.markers[label] = int(step)
+
+    def callback(self, trainers, interval: int = 25):
+        """A Trainer callback: every ``interval`` steps, redraw with ``{name: trainer.history["loss"]}`` of the
+        mapping ``trainers``."""
+        from .train import every
+
+        return every(interval, lambda *args: self.update({k: tr.history["loss"] for k, tr in trainers.items()}))
+
+    def figure(self):
+        return plotting.loss_curves_figure(self.curves, self.smoothing.value, self.yscale.value, self.markers,
+                                           title=self.title, ylabel=self.ylabel)
+
+
+__all__ += ["SamplingTrajectoryExplorer", "VarianceExplorer", "LiveLossPlot"]
+
+
+class WaveformNoisingExplorer(FigureWidget):
+    """The forward process q(x_t | x_0) (DDPM eq. 4) on a waveform: x_t beside x_0, its spectrogram, the SNR in dB
+    against t, and an ``ipywidgets.Audio`` player with x_t (normalised to its peak, so loud noise stays bearable).
+
+    Controls: ``t`` (IntSlider) and ``new noise`` (Button). The noise stays fixed while t moves.
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, x0, sample_rate: int, t: int = 0, seed: int = 0,
+                 ms: float = 20.0):
+        from .waveforms import wav_bytes
+
+        self._wav = wav_bytes
+        self.diffusion, self.sample_rate, self.seed, self.ms = diffusion, sample_rate, seed, ms
+        self.x0 = torch.as_tensor(x0).float().reshape(1, -1)
+        self.t = W.IntSlider(value=t, min=0, max=diffusion.num_timesteps - 1, step=1, description="t",
+                             continuous_update=False, layout=W.Layout(width="420px"))
+        self.new_noise = W.Button(description="new noise", tooltip="draw a new epsilon")
+        self.audio = W.Audio(format="wav", autoplay=False, loop=False)
+        super().__init__([self.t, self.new_noise])
+        self.widget = W.VBox([W.HBox(self.controls), self.image, self.audio])
+
+    def _on_click(self, button):
+        self.seed += 1
+        self.render()
+
+    def noise(self) -> torch.Tensor:
+        return torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(self.seed))
+
+    def x_t(self) -> torch.Tensor:
+        """x_t (1, L) at the slider's t with the widget's noise: what is drawn and played."""
+        return self.diffusion.q_sample(self.x0, torch.tensor([self.t.value]), self.noise())
+
+    def figure(self):
+        self.audio.value = self._wav(self.x_t(), self.sample_rate)
+        return plotting.waveform_explorer_figure(self.diffusion, self.x0, self.t.value, self.sample_rate,
+                                                 noise=self.noise(), ms=self.ms)
+
+
+__all__ += ["WaveformNoisingExplorer"]

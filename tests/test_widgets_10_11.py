@@ -1,0 +1,137 @@
+"""The widgets of notebooks 10 and 11, headless: setting a control's value is what a user's drag or click does."""
+import ipywidgets as W
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ddpm_lite import widgets  # noqa: E402
+from ddpm_lite.fast_sampling import Sweep, SweepPoint  # noqa: E402
+from ddpm_lite.widgets import FastSamplingExplorer  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def small_pngs(monkeypatch):
+    monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)
+
+
+@pytest.fixture
+def sweep():
+    g = torch.Generator().manual_seed(0)
+    points = []
+    for sampler, steps in [("ancestral", [10, 25, 100, 1000]), ("DDIM η=0", [10, 25, 100]),
+                           ("DDIM η=1", [10, 25, 100])]:
+        for k in steps:
+            points.append(SweepPoint(sampler, k, torch.rand(16, 1, 8, 8, generator=g) * 2 - 1, seconds=k / 40,
+                                     fid=50 / k + len(sampler)))
+    return Sweep(points, 1000, real_fids=[2.0])
+
+
+@pytest.fixture
+def explorer(sweep):
+    return FastSamplingExplorer(sweep, sampler="DDIM η=0", steps=25, n_show=4)
+
+
+def test_initial_render(explorer, sweep):
+    assert explorer.renders == 1 and explorer.image.value[:8] == PNG
+    assert [type(c) for c in explorer.controls] == [W.SelectionSlider, W.Dropdown]
+    assert list(explorer.steps.options) == [10, 25, 100] and explorer.steps.value == 25
+    assert list(explorer.sampler.options) == ["ancestral", "DDIM η=0", "DDIM η=1"]
+    assert explorer.point is sweep.get("DDIM η=0", 25)
+    assert explorer.titles[0].startswith("DDIM η=0, 25 steps: FID")
+
+
+def test_defaults(sweep):
+    e = FastSamplingExplorer(sweep)
+    assert e.sampler.value == "ancestral" and e.steps.value == 100  # the middle of that sampler's step counts
+
+
+def test_steps_slider(explorer, sweep):
+    before = explorer.image.value
+    explorer.steps.value = 100
+    p = sweep.get("DDIM η=0", 100)
+    assert explorer.renders == 2 and explorer.image.value != before
+    assert explorer.titles[0] == (f"DDIM η=0, 100 steps: FID {p.fid:.1f}, {p.seconds:.2f} s for 16 samples "
+                                  f"({p.samples_per_second:.1f} samples/s on this machine)")
+    shown = explorer.fig.axes[0].images[0].get_array()
+    assert shown.shape == (19, 19)  # the first 4 samples in a 2x2 grid
+
+
+def test_sampler_dropdown_switches_the_step_options(explorer, sweep):
+    explorer.steps.value = 100
+    before, renders = explorer.image.value, explorer.renders
+    explorer.sampler.value = "ancestral"
+    assert explorer.renders == renders + 1  # one redraw, although the slider's options changed too
+    assert list(explorer.steps.options) == [10, 25, 100, 1000] and explorer.steps.value == 100
+    assert explorer.image.value != before and explorer.point is sweep.get("ancestral", 100)
+    explorer.steps.value = 1000
+    explorer.sampler.value = "DDIM η=1"  # 1000 was not run for DDIM: the closest step count is kept
+    assert list(explorer.steps.options) == [10, 25, 100] and explorer.steps.value == 100
+    assert explorer.titles[0].startswith("DDIM η=1, 100 steps")
+
+
+def test_same_value_does_not_rerender(explorer):
+    explorer.steps.value = 25
+    explorer.sampler.value = "DDIM η=0"
+    assert explorer.renders == 1
+
+
+def test_figures_are_closed(explorer):
+    open_before = set(plt.get_fignums())
+    explorer.steps.value = 10
+    explorer.sampler.value = "DDIM η=1"
+    assert set(plt.get_fignums()) == open_before
+
+
+def test_display(explorer, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    explorer._ipython_display_()
+    assert shown == [explorer.widget] and list(explorer.widget.children[0].children) == explorer.controls
+
+
+# ---------------------------------------------------------------------- 11: the forward process on a waveform
+@pytest.fixture
+def wave_explorer():
+    from ddpm_lite import GaussianDiffusion, get_betas
+    from ddpm_lite.waveforms import sine_tones
+
+    return widgets.WaveformNoisingExplorer(GaussianDiffusion(get_betas("cosine", 50)), sine_tones(1, length=512)[0],
+                                           8000, t=0)
+
+
+def test_wave_explorer_initial_render(wave_explorer):
+    assert wave_explorer.renders == 1 and wave_explorer.image.value[:8] == PNG
+    assert [type(c) for c in wave_explorer.controls] == [W.IntSlider, W.Button]
+    assert wave_explorer.titles[0].startswith("t = 0: xₜ = ")
+    assert wave_explorer.audio.value[:4] == b"RIFF" and isinstance(wave_explorer.widget.children[2], W.Audio)
+
+
+def test_wave_explorer_t_slider(wave_explorer):
+    from ddpm_lite.waveforms import wav_bytes
+
+    before, sound = wave_explorer.image.value, wave_explorer.audio.value
+    wave_explorer.t.value = 40
+    assert wave_explorer.renders == 2 and wave_explorer.image.value != before and wave_explorer.audio.value != sound
+    assert wave_explorer.titles[-1].startswith("SNR(40) = ")
+    d, x0 = wave_explorer.diffusion, wave_explorer.x0
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(wave_explorer.seed))
+    x_t = d.q_sample(x0, torch.tensor([40]), noise)
+    assert torch.equal(wave_explorer.x_t(), x_t) and wave_explorer.audio.value == wav_bytes(x_t, 8000)
+
+
+def test_wave_explorer_new_noise(wave_explorer):
+    wave_explorer.t.value = 20
+    before, seed = wave_explorer.image.value, wave_explorer.seed
+    wave_explorer.new_noise.click()
+    assert wave_explorer.seed == seed + 1 and wave_explorer.image.value != before
+
+
+def test_wave_explorer_figures_closed(wave_explorer):
+    open_before = set(plt.get_fignums())
+    wave_explorer.t.value = 5
+    assert set(plt.get_fignums()) == open_before
