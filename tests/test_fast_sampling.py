@@ -50,14 +50,6 @@ def setup():
     return TinyDenoiser(), GaussianDiffusion(get_betas("cosine", T), "eps", "learned_range")
 
 
-@pytest.fixture(autouse=True)
-def no_figures_left_open():
-    before = set(plt.get_fignums())
-    yield
-    for num in set(plt.get_fignums()) - before:
-        plt.close(num)
-
-
 def test_the_samplers():
     assert list(SAMPLERS) == ["ancestral", "DDIM η=0", "DDIM η=1"]
 

@@ -13,14 +13,6 @@ from ddpm_lite.losses import mean_flat, normal_kl  # noqa: E402
 T = 100
 
 
-@pytest.fixture(autouse=True)
-def no_figures_left_open():
-    before = set(plt.get_fignums())
-    yield
-    for num in set(plt.get_fignums()) - before:
-        plt.close(num)
-
-
 def alpha_bar(name, steps=T):
     return GaussianDiffusion(get_betas(name, steps)).alphas_cumprod
 

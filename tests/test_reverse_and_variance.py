@@ -1,28 +1,16 @@
 """ddpm_lite.reverse, ddpm_lite.variance and the figures of notebooks 02, 04 and 06."""
 import math
 
-import matplotlib
+import numpy as np
+import pytest
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from ddpm_lite import GaussianDiffusion, get_betas, plotting, respace  # noqa: E402
-from ddpm_lite.analytic import GaussianMixture  # noqa: E402
-from ddpm_lite.reverse import (gaussian_fit, gaussian_fit_kl, mixture_pdf, nearest_distance,  # noqa: E402
+from ddpm_lite import GaussianDiffusion, get_betas, plotting, respace
+from ddpm_lite.analytic import GaussianMixture
+from ddpm_lite.reverse import (gaussian_fit, gaussian_fit_kl, mixture_pdf, nearest_distance,
                                reverse_step_mixture, sample_trajectory, trajectory_distances)
-from ddpm_lite.variance import (MeanOnly, interpolation_weights, log_variance_bounds, sigma_from_v,  # noqa: E402
+from ddpm_lite.variance import (MeanOnly, interpolation_weights, log_variance_bounds, sigma_from_v,
                                 with_variance)
-
-
-@pytest.fixture(autouse=True)
-def no_figures_left_open():
-    before = set(plt.get_fignums())
-    yield
-    for num in set(plt.get_fignums()) - before:
-        plt.close(num)
 
 
 # ---------------------------------------------------------------------- reverse.py
