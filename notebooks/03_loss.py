@@ -89,7 +89,7 @@ normal_kl = check_normal_kl(normal_kl)
 # %% [markdown]
 # ## 2. A model whose best answer we know
 #
-# To measure the terms we need a model $p_\theta$. Training one is notebook 04's job; here we take a model we can
+# To measure the terms we need a model $p_\theta$. Notebook 02 trained one on 2-D points; here we take a model we can
 # write down. **If the data were Gaussian**, $x_0 \sim \mathcal{N}(\mu, \Sigma)$, the best possible guess of $x_0$
 # from $x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon$ is linear (a Wiener filter). In the
 # eigenbasis $\Sigma = U \operatorname{diag}(\lambda) U^\top$ it shrinks each coordinate separately:
