@@ -378,18 +378,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- construction from configs and files
     @classmethod
-    def from_config(cls, config: ExperimentConfig | dict, data=None, *, device=None, root=None,
-                    download: bool = False, **kwargs) -> Trainer:
+    def from_config(cls, config: ExperimentConfig | dict, data=None, *, model: torch.nn.Module | None = None,
+                    device=None, root=None, download: bool = False, **kwargs) -> Trainer:
         """Build the model, diffusion and data of ``config`` (seeded by ``config.seed``) and a Trainer for them.
 
         ``kwargs`` go to :class:`Trainer` and override the config's hyper-parameters (``lr=``, ``callbacks=``,
-        ``checkpoint_path=``...). ``data`` defaults to the config's dataset (train split).
+        ``checkpoint_path=``...). ``data`` defaults to the config's dataset (train split). ``model`` trains another
+        network in place of the config's, with everything else the same (a like-for-like comparison of
+        architectures); checkpoints record its own architecture, or ``model_kind`` None for a network from
+        another library.
         """
         if isinstance(config, dict):
             config = ExperimentConfig.from_dict(config)
         rank, world_size = init_distributed(device)
         torch.manual_seed(config.seed)
-        model = config.build_model()
+        if model is None:
+            model = config.build_model()
         if data is None:
             if world_size > 1 and rank > 0:
                 dist.barrier()  # let rank 0 download (or check) the data first
@@ -798,9 +802,11 @@ class Trainer:
     # ---------------------------------------------------------------- sampling
     def sample(self, n: int, *, steps: int | None = 50, ddim: bool = False, eta: float = 0.0,
                y: torch.Tensor | int | None = None, seed: int | None = 0, use_ema: bool = True,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, clip_denoised: bool | None = None) -> torch.Tensor:
         """``n`` samples (on the CPU) from the EMA weights, with ``steps`` respaced steps. The fixed default
-        ``seed`` draws the same noise every time, so a grid refreshed during training shows the model change."""
+        ``seed`` draws the same noise every time, so a grid refreshed during training shows the model change.
+        ``clip_denoised`` clips each predicted x_0 to [-1, 1]; by default only for images (C, H, W), whose pixels
+        live there, and not for 2-D points or waveforms."""
         if self.objective.name != "diffusion":
             raise ValueError("this trainer trains a classifier: there is nothing to sample")
         model = self.ema if use_ema else self.model
@@ -810,6 +816,8 @@ class Trainer:
         if y is None and self.class_cond:
             y = torch.arange(n) % self.num_classes
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        if clip_denoised is None:
+            clip_denoised = len(self.source.sample_shape) == 3
         out = generate(model, self.diffusion, (n, *self.source.sample_shape), steps=steps, ddim=ddim, eta=eta, y=y,
-                       generator=generator, device=self.device, progress=progress)
+                       generator=generator, device=self.device, progress=progress, clip_denoised=clip_denoised)
         return out.float().cpu()

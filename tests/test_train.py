@@ -229,3 +229,32 @@ def test_hand_built_trainer_on_points():
     trainer.train(3)
     assert trainer.config["model_kind"] == "mlp" and trainer.config["diffusion"]["schedule"] == "linear"
     assert trainer.sample(5, steps=10).shape == (5, 2)
+
+
+def test_points_are_not_clipped_but_images_are():
+    """x_0 is clipped to [-1, 1] for images only: 2-D toy points live outside that box."""
+    from ddpm_lite import GaussianDiffusion, get_betas
+    from ddpm_lite.models import MLPDenoiser
+
+    far = torch.full((200, 2), 3.0) + 0.1 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    trainer = Trainer(MLPDenoiser(hidden=64), GaussianDiffusion(get_betas("cosine", 50)), far, batch_size=100,
+                      lr=3e-3, progress=False, device="cpu")
+    trainer.train(150)
+    points = trainer.sample(200, steps=50, use_ema=False)
+    assert points.abs().max() > 1.5  # not clipped at the box
+    assert trainer.sample(200, steps=50, use_ema=False, clip_denoised=True).abs().max() <= 1.0 + 0.2
+    images = Trainer.from_config(tiny("digits"), progress=False)
+    assert images.sample(4, steps=3).abs().max() <= 1
+
+
+def test_from_config_trains_another_network_like_for_like():
+    """``model=`` swaps the network and keeps the rest of the config; the checkpoint records that network."""
+    from ddpm_lite.models import UNetConfig, UNetModel
+
+    cfg = tiny("digits")
+    other = UNetModel(UNetConfig.from_dict({**cfg.model, "resblock_updown": False}))
+    trainer = Trainer.from_config(cfg, model=other, progress=False)
+    assert trainer.model is other and trainer.batch_size == cfg.batch_size
+    trainer.train(2)
+    assert trainer.config["model"]["resblock_updown"] is False
