@@ -7,6 +7,9 @@
   module builds the ``cond_fn`` they call.
 - Classifier-free guidance (Ho & Salimans 2022): one model trained with labels dropped to a null label;
   eps_guided = (1 + w) eps(x_t, y) - w eps(x_t, null).
+
+:func:`~ddpm_lite.train.generate` takes a ``cond_fn``: ``generate(LabelBlind(model), diffusion, shape, y=labels,
+cond_fn=classifier_cond_fn(classifier, scale))``.
 """
 from __future__ import annotations
 
@@ -28,6 +31,21 @@ def classifier_cond_fn(classifier, scale: float):
             selected = log_probs[torch.arange(len(y), device=y.device), y]
             return torch.autograd.grad(selected.sum(), x_in)[0] * scale
     return cond_fn
+
+
+class LabelBlind(torch.nn.Module):
+    """An unconditional model that accepts (and ignores) the labels the classifier's ``cond_fn`` needs.
+
+    With classifier guidance the labels travel in ``model_kwargs`` to the classifier, and the samplers hand the
+    same kwargs to the model (guided-diffusion's ``classifier_sample.py`` wraps its model alike).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, y=None, **kwargs):
+        return self.model(x, t, **kwargs)
 
 
 class ClassifierFreeGuidance:

@@ -223,9 +223,10 @@ def _distributed_device(device) -> torch.device:
 @torch.no_grad()
 def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = None, ddim: bool = False,
              eta: float = 0.0, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             device=None, progress: bool = False, clip_denoised: bool = True) -> torch.Tensor:
+             device=None, progress: bool = False, clip_denoised: bool = True, cond_fn=None) -> torch.Tensor:
     """Samples of ``shape`` from ``model`` (put in eval mode for the call), with ``steps`` respaced steps
-    (Improved DDPM section 4; all of them when None), ancestral or DDIM (``ddim=True``, ``eta``)."""
+    (Improved DDPM section 4; all of them when None), ancestral or DDIM (``ddim=True``, ``eta``). ``cond_fn``
+    guides every step (e.g. :func:`~ddpm_lite.guidance.classifier_cond_fn`; it receives the labels ``y``)."""
     if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
         raise ValueError(f"steps must lie in [1, {diffusion.num_timesteps}], got {steps}")
     if steps is not None and steps < diffusion.num_timesteps:
@@ -246,7 +247,7 @@ def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = 
         same_device = generator is not None and generator.device.type == torch.device(device).type
         gen = generator if same_device else None
         return loop(model, shape, noise=noise.to(device), clip_denoised=clip_denoised, model_kwargs=kwargs,
-                    device=device, progress=progress, generator=gen, **extra)
+                    device=device, progress=progress, generator=gen, cond_fn=cond_fn, **extra)
     finally:
         model.train(was_training)
 
