@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import multiprocessing
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -48,6 +45,8 @@ from ddpm_lite.configs import ExperimentConfig
 from ddpm_lite.fast_sampling import sample_with, time_sampler
 from ddpm_lite.models import UNetConfig, UNetModel
 from ddpm_lite.pretrained import load_pretrained
+
+from machine import describe  # bench/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPS = ROOT / "build" / "bench-deps"
@@ -281,26 +280,20 @@ def quality(steps: tuple[int, ...], sample_steps: int, n: int = 360) -> list[str
 # --------------------------------------------------------------------------- main
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return (f"{datetime.date.today()}: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, Python {platform.python_version()}, {platform.system()}")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16], choices=sorted(PRESETS))
     parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds (default 7)")
     parser.add_argument("--quality", action="store_true", help="also train both for FID at 1,000 and 2,000 steps")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed tables (with --quality)")
     parser.add_argument("--sample-steps", type=int, default=100, help="respaced steps for the quality samples")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lines = [f"Machine: {machine()}."]
+    lines = [f"Machine: {describe()}."]
     print(lines[0], flush=True)
-    lines += speed(args.sizes, args.rounds)
-    lines += respaced_sampling()
+    if not args.no_speed:
+        lines += speed(args.sizes, args.rounds) + respaced_sampling()
     if args.quality:
         lines += quality((1000, 2000), args.sample_steps)
     print("\n# --- markdown for docs/benchmarks.md ---\n" + "\n".join(lines))
