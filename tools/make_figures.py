@@ -7,8 +7,8 @@
 This is what `make figures` runs. Each figure is one function ``fig_<name>() -> Figure`` registered with
 ``@figure``; the registry records the package pieces it uses and, where a piece is not written yet (a trained
 checkpoint, the Inception-based FID), what the figure will gain from it. Nothing here is made-up data: the
-panels come from the package's schedules, forward process, samplers and from ``ddpm_lite.analytic``'s exact
-denoiser of a Gaussian mixture (a "perfect model" that needs no training).
+panels come from the package's schedules, forward process, samplers and models, and from the shipped digits
+checkpoints (``ddpm_lite/checkpoints``: the denoiser, the noisy classifier, the FID feature network).
 
 Determinism: fixed seeds, one torch thread, PNG metadata stripped (``metadata={"Software": None}``), so running
 it twice gives byte-identical files on the same machine and library versions. The manifest
@@ -18,6 +18,7 @@ checks it against the files and the deck.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -38,13 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas, respace, space_timesteps  # noqa: E402
+from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas  # noqa: E402
 from ddpm_lite import plotting  # noqa: E402
-from ddpm_lite.analytic import GaussianMixture  # noqa: E402
 from ddpm_lite.data import load_dataset, toy_2d  # noqa: E402
-from ddpm_lite.guidance import classifier_cond_fn  # noqa: E402
+from ddpm_lite.guidance import LabelBlind, classifier_cond_fn  # noqa: E402
+from ddpm_lite.images import make_grid  # noqa: E402
+from ddpm_lite.metrics import extract_features, label_accuracy, load_digits_feature_net  # noqa: E402
 from ddpm_lite.metrics.fid import fid_from_features  # noqa: E402
 from ddpm_lite.models import UNetConfig, UNetModel, count_parameters  # noqa: E402
+from ddpm_lite.pretrained import load_pretrained  # noqa: E402
+from ddpm_lite.train import generate  # noqa: E402
+from ddpm_lite.variance import MeanOnly, with_variance  # noqa: E402
 
 ASSETS = ROOT / "assets"
 MANIFEST = "figures.json"
@@ -94,14 +99,21 @@ def _digit(label: int = 2, size: str = "digits16") -> torch.Tensor:
     return ds.images[int((ds.labels == label).nonzero()[0])][None]
 
 
-def _eight_gaussians() -> GaussianMixture:
-    """The "8gaussians" toy set of ddpm_lite.data as an exact mixture: centres on a circle of radius sqrt(2), std 0.1."""
-    angles = np.arange(8) * np.pi / 4
-    mixture = GaussianMixture(np.sqrt(2) * np.stack([np.cos(angles), np.sin(angles)], 1), std=0.1)
-    x = toy_2d("8gaussians", 512, seed=SEED)
-    nearest = torch.cdist(x, mixture.means).min(1).values
-    assert float(nearest.max()) < 0.6, "ddpm_lite.data's 8gaussians moved: update _eight_gaussians()"
-    return mixture
+@functools.lru_cache(maxsize=None)
+def _shipped(name: str):
+    """(model, diffusion) of a shipped digits checkpoint (ddpm_lite/checkpoints, `make checkpoints`), on the CPU."""
+    model, diffusion, _ = load_pretrained(name, device="cpu")
+    return model, diffusion
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_vb_terms(n: int = 64) -> tuple[np.ndarray, float]:
+    """Terms L_t (bits/dim), (n, T) with column t = L_t, and the mean prior term L_T, of the shipped digits model
+    on the first ``n`` test digits: every one of the 1000 terms of the bound."""
+    model, diffusion = _shipped("digits")
+    x0 = load_dataset("digits", "test").images[:n]
+    out = diffusion.calc_bpd_loop(model, x0, generator=_generator(3))
+    return out["vb"].double().numpy(), out["prior_bpd"].double().mean().item()
 
 
 def _show(ax, img: torch.Tensor, title: str | None = None):
@@ -271,31 +283,25 @@ def fig_reverse_definition():
     return fig
 
 
-def _exact_vb_terms(schedule: str, n: int = 400, T: int = 1000) -> np.ndarray:
-    """Terms L_t of the variational bound (bits/dim), (n, T), of the exact 8-Gaussians denoiser."""
-    mixture = _eight_gaussians()
-    diffusion = GaussianDiffusion(get_betas(schedule, T))
-    g = _generator(3)
-    x0, _ = mixture.sample(n, generator=g)
-    out = diffusion.calc_bpd_loop(mixture.eps_model(diffusion), x0, clip_denoised=False, generator=g)
-    return out["vb"].double().numpy()
-
-
-@figure("loss_terms", uses=["GaussianDiffusion.calc_bpd_loop", "analytic.GaussianMixture.eps_model",
-                            "plotting.vlb_weight"],
-        waits_for=["a trained digits checkpoint: L_t of the real U-Net on 8x8 digits next to the exact model's"])
+@figure("loss_terms", uses=["pretrained.load_pretrained('digits')", "GaussianDiffusion.calc_bpd_loop",
+                            "plotting.vlb_weight"])
 def fig_loss_terms():
-    """Left: the terms L_t of L_vlb per timestep (exact denoiser, 2-D mixture). Right: the weight L_vlb gives
-    ||eps - eps_theta||^2 at each t (DDPM eq. 12), which L_simple replaces by 1."""
+    """Left: the terms L_t of L_vlb per timestep for the shipped digits U-Net on 64 test digits (its bits/dim in
+    the title). Right: the weight L_vlb gives ||eps - eps_theta||^2 at each t (DDPM eq. 12), which L_simple
+    replaces by 1."""
+    vb, prior = _digits_vb_terms()
+    mean = vb.mean(0)
+    T = len(mean)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"wspace": 0.3})
+    ax1.loglog(np.arange(1, T) + 1, mean[1:], color=ORANGE, label=r"$L_{t-1}$, $t \geq 1$")
+    ax1.loglog([1], [mean[0]], "s", color=GREEN, ms=8, label=r"$L_0$ (pixel decoder)")
+    ax1.loglog([T + 1], [max(prior, 1e-6)], "^", color=RED, ms=8, label=r"$L_T$ (prior)")
+    ax1.set(xlabel="timestep $t$", ylabel="term of $L_{vlb}$ (bits/dim)",
+            title=f"trained U-Net on 8x8 digits: {mean.sum() + prior:.2f} bits/dim")
+    ax1.legend(frameon=False, fontsize=10)
     for schedule, color in [("linear", BLUE), ("cosine", ORANGE)]:
-        vb = _exact_vb_terms(schedule).mean(0)
-        t = np.arange(1, len(vb))
-        ax1.loglog(t + 1, vb[1:], color=color, label=schedule)
-        ax2.loglog(t + 1, plotting.vlb_weight(GaussianDiffusion(get_betas(schedule, 1000)))[1:], color=color,
-                   label=schedule)
-    ax1.set(xlabel="timestep $t$", ylabel="$L_{t-1}$ (bits/dim)", title="terms of $L_{vlb}$ (exact 2-D model)")
-    ax1.legend(frameon=False)
+        ax2.loglog(np.arange(2, 1001), plotting.vlb_weight(GaussianDiffusion(get_betas(schedule, 1000)))[1:],
+                   color=color, label=schedule)
     ax2.axhline(1, color=GREY, ls="--", lw=1.2)
     ax2.text(2, 1.25, r"$L_{simple}$: weight 1", color=GREY, fontsize=11)
     ax2.set(xlabel="timestep $t$", ylabel=r"$\beta_t^2 / (2\sigma_t^2\alpha_t(1-\bar\alpha_t))$",
@@ -340,43 +346,40 @@ def fig_schedules():
     return fig
 
 
-@figure("importance_sampling", uses=["LossSecondMomentResampler", "GaussianDiffusion.calc_bpd_loop",
-                                     "analytic.GaussianMixture.eps_model"],
-        waits_for=["Trainer runs on digits with loss_type='kl', uniform vs 'loss-second-moment' t, or their saved "
-                   "histories: the L_vlb learning curves of Improved DDPM fig. 6"])
+@figure("importance_sampling", uses=["LossSecondMomentResampler", "pretrained.load_pretrained('digits')",
+                                     "GaussianDiffusion.calc_bpd_loop"])
 def fig_importance_sampling():
-    """Improved DDPM eq. 18 on the exact model's terms: the resampler's p_t and the spread of one-sample
-    estimates of L_vlb, uniform t (T * L_t) against importance-sampled t (L_t / p_t)."""
-    vb = _exact_vb_terms("cosine", n=400)[:, 1:]  # L_0 is a pixel-decoder term: it means nothing for 2-D points
+    """Improved DDPM eq. 18 with the shipped digits model's terms L_t (64 test digits, every t). Left: the
+    resampler's p_t after its warm-up (10 values of each L_t). Right: the loss curve training would log for this
+    model: batch-128 estimates of L_vlb, t uniform (T * L_t) against importance-sampled (L_t / p_t)."""
+    vb, prior = _digits_vb_terms()
     n, T = vb.shape
     sampler = LossSecondMomentResampler(T, history_per_term=10)
     for b in range(10):
         sampler.update_with_all_losses(list(range(T)), vb[b].tolist())
     p = sampler.weights()
     rng = np.random.default_rng(SEED)
-    draws = 20000
-    rows = rng.integers(0, n, draws)
-    t_u = rng.integers(0, T, draws)
-    t_i = rng.choice(T, size=draws, p=p)
-    uniform = T * vb[rows, t_u]
-    importance = vb[rows, t_i] / p[t_i]
+    steps, batch = 400, 128
+    rows = rng.integers(0, n, (steps, batch))
+    t_u = rng.integers(0, T, (steps, batch))
+    t_i = rng.choice(T, size=(steps, batch), p=p)
+    uniform = (T * vb[rows, t_u]).mean(1)
+    importance = (vb[rows, t_i] / p[t_i]).mean(1)
     exact = vb.sum(1).mean()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"wspace": 0.3})
-    ax1.loglog(np.arange(2, T + 2), p, color=ORANGE, label=r"$p_t \propto \sqrt{E[L_t^2]}$")
-    ax1.loglog(np.arange(2, T + 2), np.full(T, 1 / T), color=BLUE, label="uniform $1/T$")
-    ax1.set(xlabel="timestep $t$", ylabel="probability of drawing $t$", title="which timesteps to train on")
+    ax1.loglog(np.arange(1, T + 1), p, color=ORANGE, label=r"$p_t \propto \sqrt{E[L_t^2]}$")
+    ax1.loglog(np.arange(1, T + 1), np.full(T, 1 / T), color=BLUE, label="uniform $1/T$")
+    ax1.set(xlabel="timestep $t + 1$", ylabel="probability of drawing $t$", title="which timesteps to train on")
     ax1.legend(frameon=False)
-    bins = np.logspace(-4, 4, 80)
-    ax2.hist(np.clip(uniform, 1e-4, None), bins=bins, color=BLUE, alpha=0.6,
-             label=f"uniform: mean {uniform.mean():.2f}, std {uniform.std():.1f}")
-    ax2.hist(np.clip(importance, 1e-4, None), bins=bins, color=ORANGE, alpha=0.7,
-             label=f"importance: mean {importance.mean():.2f}, std {importance.std():.1f}")
-    ax2.set_ylim(0, ax2.get_ylim()[1] * 1.3)
-    ax2.axvline(exact, color="k", lw=1.2, ls="--")
-    ax2.text(exact * 1.3, ax2.get_ylim()[1] * 0.55, f"exact $L_{{vlb}}$\n= {exact:.2f}", fontsize=11)
-    ax2.set(xscale="log", xlabel="one-sample estimate of $L_{vlb}$ (bits/dim)", ylabel="count",
-            title="same mean, far less noise")
-    ax2.legend(frameon=False, loc="upper left")
+    ax2.plot(np.arange(1, steps + 1), uniform, color=BLUE, lw=0.9,
+             label=f"uniform $t$: std {uniform.std():.2f}")
+    ax2.plot(np.arange(1, steps + 1), importance, color=ORANGE, lw=0.9,
+             label=f"importance-sampled $t$: std {importance.std():.2f}")
+    ax2.axhline(exact, color="k", lw=1.2, ls="--", label=f"exact $L_{{vlb}} - L_T$ = {exact:.2f}")
+    ax2.set(yscale="log", xlabel="training step (batch of 128)", ylabel="estimate of $L_{vlb}$ (bits/dim)",
+            title="the same model, two loss curves")
+    ax2.legend(frameon=False, fontsize=10, loc="upper right")
+    ax2.set_ylim(top=ax2.get_ylim()[1] * 3)
     return fig
 
 
@@ -460,80 +463,83 @@ def fig_unet(preset: str = "digits16"):
     return fig
 
 
-@figure("guidance", uses=["guidance.classifier_cond_fn", "GaussianDiffusion.condition_mean (Algorithm 1)",
-                          "respace", "analytic.GaussianMixture (eps_model, classifier)"],
-        waits_for=["trained digits U-Net + digits8_classifier checkpoints: guided digit samples by scale"])
+@figure("guidance", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_classifier')",
+                          "guidance.classifier_cond_fn", "guidance.LabelBlind", "train.generate (respaced, Algorithm 1)",
+                          "metrics.label_accuracy (shipped digits feature net)"])
 def fig_guidance():
-    """Algorithm 1 with an exact model and an exact noisy classifier: three overlapping classes (Gaussians of
-    std 0.5), guided towards class 0. Scale 0 is the unconditional model, scale 1 the true class-conditional,
-    larger scales trade diversity for samples the classifier is sure about."""
-    angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
-    mixture = GaussianMixture(np.stack([np.cos(angles), np.sin(angles)], 1), std=0.5)
-    base = GaussianDiffusion(get_betas("cosine", 1000))
-    diffusion = respace(base, space_timesteps(1000, [100]))
-    eps = mixture.eps_model(base)
-    unconditional = lambda x, t, y=None: eps(x, t)  # noqa: E731 - the pull towards y comes from the classifier only
-    scales = [0.0, 1.0, 3.0, 10.0]
-    n = 2000
-    y = torch.zeros(n, dtype=torch.long)
-    t0 = torch.zeros(n, dtype=torch.long)
-    fig, axes = plt.subplots(1, len(scales), figsize=(11, 3.5), gridspec_kw={"wspace": 0.05})
+    """Algorithm 1 on digits: the shipped unconditional U-Net steered by the shipped noisy classifier towards the
+    label of each column (0 to 9), 50 respaced steps, the same noise at every scale. Under each grid: the label
+    accuracy of 200 such samples under the digits feature network."""
+    model, diffusion = _shipped("digits")
+    classifier, _ = _shipped("digits_classifier")
+    scales = [0.0, 1.0, 4.0, 10.0]
+    labels = torch.arange(200) % 10
+    fig, axes = plt.subplots(1, len(scales), figsize=(12, 3.9), gridspec_kw={"wspace": 0.06})
     for ax, s in zip(axes, scales):
-        cond_fn = classifier_cond_fn(mixture.classifier(base), s) if s else None
-        x = diffusion.p_sample_loop(unconditional, (n, 2), clip_denoised=False, cond_fn=cond_fn,
-                                    model_kwargs={"y": y}, generator=_generator(5))
-        confidence = mixture.log_posterior(base, x, t0)[:, 0].exp().mean().item()
-        _scatter(ax, x, color=BLUE if s == 0 else ORANGE, lim=2.6, s=3)
-        ax.scatter(*mixture.means.T.numpy(), marker="+", color="k", s=60, lw=1.5)
-        ax.text(*(mixture.means[0].numpy() + [0.1, 0.2]), "class 0", fontsize=10)
-        ax.set_title(f"scale $s = {s:g}$" + (" (unguided)" if s == 0 else ""), fontsize=13)
-        ax.set_xlabel(f"mean $p(y{{=}}0 \\mid x)$ = {confidence:.2f}\nspread {x.std(0).mean().item():.2f}",
-                      fontsize=11)
+        x = generate(LabelBlind(model), diffusion, (len(labels), 1, 8, 8), steps=50, y=labels,
+                     generator=_generator(5), device="cpu", cond_fn=classifier_cond_fn(classifier, s) if s else None)
+        accuracy = label_accuracy(x, labels)
+        ax.imshow(make_grid(x[:40], ncol=10), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"scale $s = {s:g}$" + (" (unguided)" if s == 0 else ""), fontsize=12)
+        ax.set_xlabel(f"columns: labels 0-9\nlabel accuracy {accuracy:.2f}", fontsize=11)
     return fig
 
 
-def _random_features(x: torch.Tensor, dim: int = 32) -> torch.Tensor:
-    """A fixed random Fourier feature map of 2-D points: our stand-in for the Inception features of FID."""
-    g = _generator(6)
-    w = 2.0 * torch.randn(2, dim, generator=g)
-    b = 2 * math.pi * torch.rand(dim, generator=g)
-    return torch.cos(x @ w + b)
-
-
-@figure("fid_steps", uses=["respace", "space_timesteps", "GaussianDiffusion.p_sample_loop",
-                           "GaussianDiffusion.ddim_sample_loop", "analytic.GaussianMixture.eps_model",
-                           "metrics.fid.fid_from_features"],
-        waits_for=["a trained digits checkpoint: FID (metrics.compute_fid with the shipped digits feature net) of "
-                   "digit samples against sampling steps, learned vs fixed variances (Improved DDPM fig. 8)"])
+@figure("fid_steps", uses=["pretrained.load_pretrained('digits')", "train.generate (respace, DDIM)",
+                           "variance.with_variance", "variance.MeanOnly", "metrics.load_digits_feature_net",
+                           "metrics.fid_from_features"])
 def fig_fid_steps():
-    """Sample quality against the number of sampling steps (Improved DDPM section 4) for the exact 2-D model:
-    the Frechet distance between samples and data, in a fixed random-feature space."""
-    mixture = _eight_gaussians()
-    base = GaussianDiffusion(get_betas("cosine", 1000), var_type="fixed_small")
-    large = GaussianDiffusion(get_betas("cosine", 1000), var_type="fixed_large")
-    eps = mixture.eps_model(base)
-    n = 10000
-    ref = _random_features(mixture.sample(20000, generator=_generator(7))[0])
-    floor = fid_from_features(_random_features(mixture.sample(n, generator=_generator(8))[0]), ref)
-    steps = [10, 25, 50, 100, 250, 1000]
-    curves = {r"ancestral, $\sigma_t^2 = \tilde\beta_t$": [], r"ancestral, $\sigma_t^2 = \beta_t$": [],
-              r"DDIM ($\eta = 0$)": []}
-    for k in steps:
-        kept = space_timesteps(1000, [k])
-        for (_label, values), (d, sampler) in zip(curves.items(), [(base, "p"), (large, "p"), (base, "ddim")]):
-            r = respace(d, kept)
-            loop = r.ddim_sample_loop if sampler == "ddim" else r.p_sample_loop
-            x = loop(eps, (n, 2), clip_denoised=False, generator=_generator(9))
-            values.append(fid_from_features(_random_features(x), ref))
+    """Improved DDPM fig. 8 on digits: FID (shipped digits feature network, 360 samples against the training
+    digits; mean and spread over 3 draws of the noise) of the shipped model against the number of respaced
+    sampling steps, with its learned variance, with the two fixed variances of DDPM in its place, and with DDIM;
+    the floor is the 360 real test digits."""
+    model, diffusion = _shipped("digits")
+    net = load_digits_feature_net(device="cpu")
+    reference = extract_features(load_dataset("digits", "train").images, net)
+    n, seeds = 360, (9, 10, 11)
+    floor = fid_from_features(extract_features(load_dataset("digits", "test").images[:n], net), reference)
+    steps = [10, 25, 50, 100]
+    curves = {r"ancestral, learned $\Sigma_\theta$": (model, diffusion, False),
+              r"ancestral, $\sigma_t^2 = \tilde\beta_t$": (MeanOnly(model), with_variance(diffusion, "fixed_small"),
+                                                             False),
+              r"ancestral, $\sigma_t^2 = \beta_t$": (MeanOnly(model), with_variance(diffusion, "fixed_large"), False),
+              r"DDIM ($\eta = 0$)": (model, diffusion, True)}
     fig, ax = plt.subplots(figsize=(8.5, 4.4))
-    for (label, values), color in zip(curves.items(), [BLUE, RED, GREEN]):
-        ax.loglog(steps, values, "o-", color=color, label=label)
+    for (label, (denoiser, d, ddim)), color in zip(curves.items(), [ORANGE, BLUE, RED, GREEN]):
+        fids = np.array([[fid_from_features(extract_features(
+            generate(denoiser, d, (n, 1, 8, 8), steps=k, ddim=ddim, generator=_generator(seed), device="cpu"), net),
+            reference) for k in steps] for seed in seeds])
+        ax.errorbar(steps, fids.mean(0), yerr=fids.std(0, ddof=1), fmt="o-", color=color, capsize=3, label=label)
     ax.axhline(floor, color=GREY, ls="--", lw=1)
-    ax.text(steps[0], floor * 0.88, f"{n} real samples against the reference: {floor:.4f}", color=GREY,
-            fontsize=10, va="top")
-    ax.set(xlabel="sampling steps (respaced from $T = 1000$)", ylabel="Frechet distance (random features)",
-           title="fewer steps, worse samples: exact 2-D model, cosine schedule")
-    ax.legend(frameon=False)
+    ax.text(steps[0], floor * 1.08, f"{n} real test digits: {floor:.2f}", color=GREY, fontsize=10, va="bottom")
+    ax.set(xscale="log", yscale="log", xlabel="sampling steps (respaced from $T = 1000$)", ylabel="digits-FID",
+           title="sample quality against sampling steps: the shipped digits model")
+    ax.set_xticks(steps, [str(k) for k in steps])
+    ax.legend(frameon=False, fontsize=10)
+    return fig
+
+
+@figure("samples", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_cond')",
+                         "train.generate (100 respaced ancestral steps)", "metrics.label_accuracy"])
+def fig_samples():
+    """What the shipped checkpoints draw (2,000 training steps on a CPU, `make checkpoints`): the unconditional
+    digits model, and the class-conditional one with the label of each column, 100 respaced steps."""
+    model, diffusion = _shipped("digits")
+    cond, cond_diffusion = _shipped("digits_cond")
+    unconditional = generate(model, diffusion, (60, 1, 8, 8), steps=100, generator=_generator(11), device="cpu")
+    labels = torch.arange(60) % 10
+    conditional = generate(cond, cond_diffusion, (60, 1, 8, 8), steps=100, y=labels, generator=_generator(12),
+                           device="cpu")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), gridspec_kw={"wspace": 0.08})
+    panels = [(unconditional, "unconditional (`digits`)", "learned variance, hybrid loss, cosine schedule"),
+              (conditional, "class-conditional (`digits_cond`)",
+               f"columns: labels 0-9, label accuracy {label_accuracy(conditional, labels):.2f}")]
+    for ax, (x, title, note) in zip(axes, panels):
+        ax.imshow(make_grid(x, ncol=10), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(title.replace("`", ""), fontsize=13)
+        ax.set_xlabel(note, fontsize=11)
     return fig
 
 
