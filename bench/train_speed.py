@@ -9,7 +9,10 @@ shared machine slows both alike (process CPU time per step, median over rounds):
 
 * **training images/s**: one step = forward, the loss, backward and AdamW, batch 128. Our U-Net is the
   ``digits8`` / ``digits16`` preset with a learned variance (2 output channels); diffusers' has the same widths,
-  levels, attention resolutions, head width, dropout and output channels, one layer per block;
+  levels, attention resolutions, head width, dropout and output channels, one layer per block. A third row is our
+  U-Net with plain up/downsampling convolutions (``resblock_updown=False``, as diffusers and Improved DDPM) in place
+  of ADM's residual ones: the same architecture as diffusers', so the comparison of the two code bases;
+* **GFLOP per step** (torch's FLOP counter) and the GFLOP/s each achieves: how much work, and how fast it is done;
 * **time per reverse step** (batch 64): our ``GaussianDiffusion.p_sample`` against diffusers' U-Net plus
   ``DDPMScheduler.step`` (learned-range variance), at a middle timestep, without gradients;
 * **the first 10 training steps** of a freshly initialised model, each against the steady step (on the CPU,
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import multiprocessing
 import statistics
 import subprocess
@@ -52,7 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPS = ROOT / "build" / "bench-deps"
 TRAIN_BATCH, SAMPLE_BATCH = 128, 64
 PRESETS = {8: "digits8", 16: "digits16"}
-NAMES = ("ours", "diffusers")
+PLAIN = "ours, plain resampling"  # resblock_updown=False: diffusers' (and Improved DDPM's) up/down convolutions
+NAMES = ("ours", PLAIN, "diffusers")
 
 
 # --------------------------------------------------------------------------- diffusers, installed for the bench
@@ -141,8 +146,10 @@ def interleaved(fns: dict[str, callable], rounds: int, per_round: int = 3, warmu
 
 
 def make_model(name: str, cfg: UNetConfig) -> torch.nn.Module:
-    """Our U-Net of ``cfg`` or diffusers' twin of it, freshly initialised."""
-    return UNetModel(cfg) if name == "ours" else diffusers_twin(cfg, import_diffusers()[1])
+    """Our U-Net of ``cfg`` (ADM's residual up/downsampling, or ``PLAIN``), or diffusers' twin of it, fresh."""
+    if name == "diffusers":
+        return diffusers_twin(cfg, import_diffusers()[1])
+    return UNetModel(dataclasses.replace(cfg, resblock_updown=False) if name == PLAIN else cfg)
 
 
 def _first_steps(name: str, size: int, threads: int, n: int) -> list[float]:
@@ -168,26 +175,28 @@ def gflops_per_step(model: torch.nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def reverse_step_fns(ours, theirs, size: int, DDPMScheduler) -> dict[str, callable]:
-    """One reverse step at t = 500, batch 64, without gradients: ours and diffusers'."""
+def reverse_step_fns(models: dict[str, torch.nn.Module], size: int, DDPMScheduler) -> dict[str, callable]:
+    """One reverse step at t = 500, batch 64, without gradients: our ``GaussianDiffusion.p_sample`` for our
+    models, diffusers' ``DDPMScheduler.step`` for theirs."""
     diffusion = ExperimentConfig.preset("digits").build_diffusion()
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                               variance_type="learned_range", clip_sample=True)
     scheduler.set_timesteps(1000)
     x = torch.randn(SAMPLE_BATCH, 1, size, size, generator=torch.Generator().manual_seed(1))
     t = torch.full((SAMPLE_BATCH,), 500, dtype=torch.long)
-    ours.eval()
-    theirs.eval()
 
-    @torch.no_grad()
-    def ours_step():
-        diffusion.p_sample(ours, x, t)
+    def step_fn(name, model):
+        model.eval()
 
-    @torch.no_grad()
-    def theirs_step():
-        scheduler.step(theirs(x, t), 500, x)
+        @torch.no_grad()
+        def step():
+            if name == "diffusers":
+                scheduler.step(model(x, t), 500, x)
+            else:
+                diffusion.p_sample(model, x, t)
+        return step
 
-    return {"ours": ours_step, "diffusers": theirs_step}
+    return {name: step_fn(name, model) for name, model in models.items()}
 
 
 # --------------------------------------------------------------------------- the speed table
@@ -198,6 +207,7 @@ def speed(sizes, rounds: int) -> list[str]:
     lines = []
     for size in sizes:
         cfg = UNetConfig.preset(PRESETS[size], learn_sigma=True)
+        start = len(lines)
         early = {name: first_steps(name, size) for name in NAMES}
         torch.manual_seed(0)
         models = {name: make_model(name, cfg) for name in NAMES}
@@ -207,8 +217,7 @@ def speed(sizes, rounds: int) -> list[str]:
         formats = interleaved({"NCHW": train_step_fn(UNetModel(cfg), size),
                                "channels_last": train_step_fn(UNetModel(cfg), size, channels_last=True)},
                               max(2, rounds // 2))
-        reverse = interleaved(reverse_step_fns(models["ours"], models["diffusers"], size, DDPMScheduler),
-                              rounds, per_round=10)
+        reverse = interleaved(reverse_step_fns(models, size, DDPMScheduler), rounds, per_round=10)
         lines += [f"\n### {size}x{size}: `{PRESETS[size]}` (learned variance) vs diffusers {version} UNet2DModel",
                   "", "| model | params | train step (batch 128) | train images/s | GFLOP/step | GFLOP/s | "
                       "reverse step (batch 64) | first 10 steps / steady (max, mean) |", "|---|---|---|---|---|---|---|---|"]
@@ -217,11 +226,14 @@ def speed(sizes, rounds: int) -> list[str]:
             lines.append(f"| {name} | {params[name]:.2f} M | {train[name] * 1e3:.0f} ms | "
                          f"{TRAIN_BATCH / train[name]:.0f} | {flops[name]:.1f} | {flops[name] / train[name]:.0f} | "
                          f"{reverse[name] * 1e3:.1f} ms | {max(ratios):.2f}x, {statistics.mean(ratios):.2f}x |")
-        lines += ["", f"ours / diffusers: training images/s **{train['diffusers'] / train['ours']:.2f}x** "
-                      f"(target >= 1.3x), reverse-step time **{reverse['ours'] / reverse['diffusers']:.2f}x** "
-                      f"(target <= 0.8x). Our training step NCHW {formats['NCHW'] * 1e3:.0f} ms, channels_last "
-                      f"{formats['channels_last'] * 1e3:.0f} ms."]
-        print("\n".join(lines[-(len(models) + 6):]), flush=True)
+        lines.append("")
+        for name in NAMES[:-1]:
+            lines.append(f"{name} / diffusers: training images/s **{train['diffusers'] / train[name]:.2f}x** "
+                         f"(target >= 1.3x), reverse-step time **{reverse[name] / reverse['diffusers']:.2f}x** "
+                         f"(target <= 0.8x).")
+        lines.append(f"Our training step in NCHW: {formats['NCHW'] * 1e3:.0f} ms, in channels_last: "
+                     f"{formats['channels_last'] * 1e3:.0f} ms.")
+        print("\n".join(lines[start:]), flush=True)
     return lines
 
 
