@@ -31,8 +31,8 @@ feature space of the shipped digits network, beside the floor: as many real test
 training digits. Error bars: the spread over seeds (full profile) or, for bits/dim, the standard error over images.
 
 Runs go two at a time in worker processes of one thread each (``--workers``). Results: a markdown report, a JSON
-file and three figures in ``--out`` (default ``docs/claims/``): ``fid_vs_steps.png``, ``guidance.png``,
-``vb_terms.png`` (and ``vlb_loss.png``, the L_vlb training curves).
+file and four figures in ``--out`` (default ``docs/claims/``), named after the profile: ``fid_vs_steps-quick.png``,
+``guidance-quick.png``, ``vb_terms-quick.png`` and ``vlb_loss-quick.png`` (the L_vlb training curves).
 """
 from __future__ import annotations
 
@@ -275,7 +275,8 @@ def _paired_difference(a, b) -> tuple[float, float]:
 # --------------------------------------------------------------------------- figures
 
 
-def figures(results, profile: Profile, floor: float, out: Path) -> None:
+def figures(results, profile: Profile, floor: float, out: Path, name: str) -> None:
+    """The four figures, as ``<figure>-<profile name>.png`` in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,7 +298,7 @@ def figures(results, profile: Profile, floor: float, out: Path) -> None:
            title=f"FID against sampling steps, {profile.steps} training steps")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.savefig(out / "fid_vs_steps.png", dpi=120)
+    fig.savefig(out / f"fid_vs_steps-{name}.png", dpi=120)
     plt.close(fig)
 
     guidance = {float(s): m for s, m in next(r for r in results if r["name"] == "guidance")["metrics"].items()}
@@ -310,19 +311,19 @@ def figures(results, profile: Profile, floor: float, out: Path) -> None:
     ax2.set(xlabel="guidance scale", ylabel="digits-FID", yscale="log", title="FID against the scale")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
-    fig.savefig(out / "guidance.png", dpi=120)
+    fig.savefig(out / f"guidance-{name}.png", dpi=120)
     plt.close(fig)
 
     hybrid = runs["cosine-hybrid"][0]["bpd"]["learned_range"]
     fig = vb_terms_figure(np.asarray(hybrid["vb"]), hybrid["prior_bpd"],
                           title=f"terms of the bound, cosine hybrid model: {hybrid['mean']:.3f} bits/dim")
-    fig.savefig(out / "vb_terms.png", dpi=120)
+    fig.savefig(out / f"vb_terms-{name}.png", dpi=120)
     plt.close(fig)
 
     fig = loss_curves_figure({label: runs[run][0]["loss"] for run, label in
                               (("vlb-uniform", "L_vlb, uniform t"), ("vlb-importance", "L_vlb, importance-sampled t"))},
                              smoothing=25, title="training on L_vlb alone (Improved DDPM Figure 6)")
-    fig.savefig(out / "vlb_loss.png", dpi=120)
+    fig.savefig(out / f"vlb_loss-{name}.png", dpi=120)
     plt.close(fig)
 
 
@@ -351,7 +352,7 @@ def main(argv=None) -> None:
     slim = [_summary(r) for r in results]
     (args.out / f"results-{name}.json").write_text(json.dumps({"profile": asdict(profile), "floor": floor,
                                                                "minutes": minutes, "results": slim}, indent=1))
-    figures(results, profile, floor, args.out)
+    figures(results, profile, floor, args.out, name)
     print(text)
 
 

@@ -27,7 +27,7 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
     simple = next(r for r in data["results"] if r["name"] == "cosine-simple")
     assert set(simple["bpd"]) == {"fixed_small", "fixed_large"} and simple["bpd"]["fixed_small"]["mean"] > 0
     for name in ("fid_vs_steps", "guidance", "vb_terms", "vlb_loss"):
-        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+        assert (tmp_path / f"{name}-smoke.png").stat().st_size > 5000
 
 
 def test_loss_noise_separates_a_noisy_curve_from_a_smooth_one():
