@@ -152,10 +152,20 @@ def test_keyboard_interrupt_from_a_callback_saves(tmp_path, capsys):
     assert "checkpoint saved" in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_at_the_end_of_the_step_and_saves(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """SIGINT as a terminal or a notebook kernel has it: Python's default handler, not blocked (whatever earlier
+    tests in this process, e.g. ones that start servers or worker pools, left behind); restored afterwards."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_ctrl_c_stops_at_the_end_of_the_step_and_saves(tmp_path, python_sigint):
     """A real SIGINT (Ctrl-C, the notebook's stop button) is deferred to the end of the step, then saved."""
     path = tmp_path / "checkpoint.pt"
-    handler = signal.getsignal(signal.SIGINT)
 
     def press_ctrl_c(trainer, step, logs):
         if step == 2:
@@ -165,7 +175,7 @@ def test_ctrl_c_stops_at_the_end_of_the_step_and_saves(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.train(10)
     assert trainer.step == 2 and load_checkpoint(path)["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_callbacks_every_and_stop_training():
