@@ -199,8 +199,10 @@ def init_distributed(device: str | torch.device | None = None) -> tuple[int, int
 
 
 def close_distributed() -> None:
-    """Tear down the process group (if any); call once at the end of a torchrun script."""
+    """Tear down the process group (if any); call once at the end of a torchrun script. All processes meet at a
+    barrier first, so none tears its connections down while another still uses them (gloo aborts then)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
