@@ -1,8 +1,8 @@
 """Training and sampling speed of the digits U-Nets, side by side with diffusers' ``UNet2DModel``.
 
-    python bench/train_speed.py                    # speed at 8x8 and 16x16, 2 threads (about 3 minutes)
+    python bench/train_speed.py                    # speed at 8x8 and 16x16, 2 threads (about 4 minutes)
     python bench/train_speed.py --threads 1 --sizes 8
-    python bench/train_speed.py --quality          # + FID after 1,000 and 2,000 training steps (about 40 min)
+    python bench/train_speed.py --quality --no-speed --threads 1   # FID after 1,000 and 2,000 steps (~25 min)
 
 What is measured, on the CPU, in one process, our model and diffusers' interleaved round by round so that a
 shared machine slows both alike (process CPU time per step, median over rounds):
