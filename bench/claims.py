@@ -1,7 +1,7 @@
 """The talk's claims, reproduced on the 8x8 digits: Improved DDPM's changes and the guidance trade-off.
 
     python bench/claims.py --quick      # about 12 minutes on 2 cores: 600 steps, 1 seed, small evaluations
-    python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), 2 seeds, ~75 min
+    python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), 2 seeds, 75-95 min
 
 Every model is the ``digits`` preset (the shipped unconditional model's config: ADM U-Net, cosine schedule,
 learned variance, hybrid loss, batch 128) with one thing changed, trained for the same number of steps:
