@@ -220,7 +220,8 @@ def speed(sizes, rounds: int) -> list[str]:
         reverse = interleaved(reverse_step_fns(models, size, DDPMScheduler), rounds, per_round=10)
         lines += [f"\n### {size}x{size}: `{PRESETS[size]}` (learned variance) vs diffusers {version} UNet2DModel",
                   "", "| model | params | train step (batch 128) | train images/s | GFLOP/step | GFLOP/s | "
-                      "reverse step (batch 64) | first 10 steps / steady (max, mean) |", "|---|---|---|---|---|---|---|---|"]
+                      "reverse step (batch 64) | first 10 steps / steady (max, mean) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name in models:
             ratios = [s / train[name] for s in early[name]]
             lines.append(f"| {name} | {params[name]:.2f} M | {train[name] * 1e3:.0f} ms | "
@@ -252,7 +253,8 @@ def respaced_sampling(repeats: int = 3) -> list[str]:
 
 
 def quality(steps: tuple[int, ...], sample_steps: int, n: int = 360) -> list[str]:
-    """Digits-FID every ``min(steps)`` training steps up to ``max(steps)`` of ours and diffusers' twin, same Trainer and protocol."""
+    """Digits-FID every ``min(steps)`` training steps up to ``max(steps)`` of ours and diffusers' twin, with the
+    same Trainer and protocol."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
     from ddpm_lite.train import Trainer, every

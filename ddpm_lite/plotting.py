@@ -317,13 +317,14 @@ def vlb_weight(diffusion: GaussianDiffusion) -> np.ndarray:
 
 __all__ = ["diffusions", "snr", "to_display", "sample_photo", "figure_to_png", "evenly_spaced", "draw_snr",
            "draw_alpha_bar", "snr_curve", "alpha_bar_curves", "forward_chain_grid", "latent_grid",
-           "forward_noising_figure", "schedule_comparison_figure", "vb_terms_figure", "vlb_weights", "vlb_weight"]
+           "forward_noising_figure", "schedule_comparison_figure", "vb_terms_figure", "vlb_weights", "vlb_weight",
+           "draw_grid"]
 
 
 
 # ====================================================================== notebooks 07-09: the U-Net, guidance, FID
-def _grid_image(ax, images, ncol: int | None = None, title: str | None = None) -> None:
-    """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid)."""
+def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> None:
+    """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid), without ticks."""
     from .images import make_grid
 
     grid = make_grid(torch.as_tensor(images).detach().float().cpu(), ncol=ncol)
@@ -449,7 +450,7 @@ def training_progress_figure(losses, samples=None, step: int | None = None, smoo
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3, which="both")
     if samples is not None:
-        _grid_image(ax2, samples, title="samples (EMA weights, the same noise each time)")
+        draw_grid(ax2, samples, title="samples (EMA weights, the same noise each time)")
     else:
         ax2.axis("off")
         ax2.set_title("samples appear here", fontsize=9)
@@ -485,7 +486,7 @@ def guidance_explorer_figure(samples, label: int, scale: float, metrics, method:
     """Left: samples guided towards ``label`` at ``scale``. Right: the trade-off curves with ``scale`` marked."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
     m = metrics[scale]
-    _grid_image(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
+    draw_grid(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
     draw_guidance_metrics(ax2, metrics, scale, scale_name)
     ax2.set_title(f"{method}, {scale_name.split()[-1]} = {scale:g}: accuracy {m['accuracy']:.2f}, "
                   f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, FID {m['fid']:.2f}", fontsize=9)
@@ -522,7 +523,7 @@ def fid_explorer_figure(images, bars, current: str, title: str | None = None, fi
     ``bars``: {label: FID}, drawn top to bottom in order.
     """
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
-    _grid_image(ax, images, title=f"{len(images)} of the images")
+    draw_grid(ax, images, title=f"{len(images)} of the images")
     labels = list(bars)
     values = [bars[k] for k in labels]
     colors = ["crimson" if k == current else "tab:gray" if "floor" in k else "tab:blue" for k in labels]
@@ -855,7 +856,7 @@ def sample_grids_figure(grids, titles=None, ncol: int | None = None, suptitle: s
     fig, axes = plt.subplots(1, len(grids), figsize=figsize or (3.3 * len(grids), 3.6), layout="constrained",
                              squeeze=False)
     for ax, (label, images) in zip(axes[0], grids.items()):
-        _grid_image(ax, images, ncol=ncol, title=(titles or {}).get(label, label))
+        draw_grid(ax, images, ncol=ncol, title=(titles or {}).get(label, label))
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig

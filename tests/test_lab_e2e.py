@@ -38,22 +38,12 @@ MAIN_WIDGETS = {
 RUN_TIMEOUT_S = 240  # one notebook, all cells, fast mode
 RENDER_TIMEOUT_S = 60  # one redraw of the widget after a move
 
-sys.path.insert(0, str(ROOT / "tools"))
-import build_deck  # noqa: E402  (Chromium's path and flags, shared with tests/test_slides.py)
-
-
-def _chromium() -> str | None:
-    try:
-        return build_deck.chromium_path()
-    except SystemExit:
-        return None
+import chromium  # noqa: E402  (tests/chromium.py)
 
 
 def _missing() -> str | None:
-    if _chromium() is None:
-        return "Chromium is not installed (Debian: apt-get install -y chromium)"
-    if importlib.util.find_spec("playwright") is None:
-        return "Playwright for Python is not installed (pip install playwright; no `playwright install` needed)"
+    if chromium.missing() is not None:
+        return chromium.missing()
     if importlib.util.find_spec("jupyterlab") is None:
         return "JupyterLab is not installed (pip install -e '.[dev]')"
     return None
@@ -128,16 +118,6 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=build_deck.CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 # ------------------------------------------------------------------------------------------ driving the page

@@ -7,7 +7,6 @@ is there). Where one is missing they skip, saying which. Screenshots of a few sl
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -31,18 +30,12 @@ SCREENSHOT_SLIDES = ["Diffusion models, step by step", "In symbols: DDPM eqs. 1"
 
 sys.path.insert(0, str(ROOT / "tools"))
 import build_deck  # noqa: E402
-
-
-def _chromium() -> str | None:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    return path if Path(path).exists() else None
+import chromium  # noqa: E402  (tests/chromium.py)
 
 
 def _missing() -> str | None:
-    if _chromium() is None:
-        return "Chromium is not installed (Debian: apt-get install -y chromium)"
-    if importlib.util.find_spec("playwright") is None:
-        return "Playwright for Python is not installed (pip install playwright; no `playwright install` needed)"
+    if chromium.missing() is not None:
+        return chromium.missing()
     if build_deck.installed_versions() != build_deck.locked_versions() and shutil.which("npm") is None:
         return "reveal.js/KaTeX are not in node_modules/ and npm is missing (install Node.js, then `npm ci`)"
     return None
@@ -92,16 +85,6 @@ def deck_html(tmp_path_factory) -> Path:
     build_deck.ensure_node_modules()
     out = tmp_path_factory.mktemp("deck") / "index.html"
     return build_deck.build_html(DECK, out)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=build_deck.CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, url: str):

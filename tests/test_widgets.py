@@ -20,9 +20,7 @@ from ddpm_lite.widgets import ForwardNoisingExplorer, ScheduleExplorer  # noqa: 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def small_pngs(monkeypatch):
-    monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)  # the same figures, fewer pixels: faster tests
+pytestmark = pytest.mark.usefixtures("small_pngs")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -8,15 +8,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite import GaussianDiffusion, get_betas, widgets  # noqa: E402
+from ddpm_lite import GaussianDiffusion, get_betas  # noqa: E402
 from ddpm_lite.widgets import LiveLossPlot, SamplingTrajectoryExplorer, VarianceExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def small_pngs(monkeypatch):
-    monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)
+pytestmark = pytest.mark.usefixtures("small_pngs")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite import widgets  # noqa: E402
 from ddpm_lite.data import load_dataset  # noqa: E402
 from ddpm_lite.evaluate import degrade, sample_quality  # noqa: E402
 from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net  # noqa: E402
@@ -19,9 +17,7 @@ from ddpm_lite.widgets import FIDExplorer, GuidanceExplorer, TrainingMonitor, UN
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def small_pngs(monkeypatch):
-    monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)
+pytestmark = pytest.mark.usefixtures("small_pngs")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,7 @@ from ddpm_lite.widgets import FastSamplingExplorer  # noqa: E402
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def small_pngs(monkeypatch):
-    monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)
+pytestmark = pytest.mark.usefixtures("small_pngs")  # tests/conftest.py
 
 
 @pytest.fixture

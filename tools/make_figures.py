@@ -43,7 +43,6 @@ from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas  #
 from ddpm_lite import plotting  # noqa: E402
 from ddpm_lite.data import load_dataset, toy_2d  # noqa: E402
 from ddpm_lite.guidance import LabelBlind, classifier_cond_fn  # noqa: E402
-from ddpm_lite.images import make_grid  # noqa: E402
 from ddpm_lite.metrics import extract_features, label_accuracy, load_digits_feature_net  # noqa: E402
 from ddpm_lite.metrics.fid import fid_from_features  # noqa: E402
 from ddpm_lite.models import UNetConfig, UNetModel, count_parameters  # noqa: E402
@@ -464,7 +463,8 @@ def fig_unet(preset: str = "digits16"):
 
 
 @figure("guidance", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_classifier')",
-                          "guidance.classifier_cond_fn", "guidance.LabelBlind", "train.generate (respaced, Algorithm 1)",
+                          "guidance.classifier_cond_fn", "guidance.LabelBlind",
+                          "train.generate (respaced, Algorithm 1)",
                           "metrics.label_accuracy (shipped digits feature net)"])
 def fig_guidance():
     """Algorithm 1 on digits: the shipped unconditional U-Net steered by the shipped noisy classifier towards the
@@ -479,8 +479,7 @@ def fig_guidance():
         x = generate(LabelBlind(model), diffusion, (len(labels), 1, 8, 8), steps=50, y=labels,
                      generator=_generator(5), device="cpu", cond_fn=classifier_cond_fn(classifier, s) if s else None)
         accuracy = label_accuracy(x, labels)
-        ax.imshow(make_grid(x[:40], ncol=10), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
+        plotting.draw_grid(ax, x[:40], ncol=10)
         ax.set_title(f"scale $s = {s:g}$" + (" (unguided)" if s == 0 else ""), fontsize=12)
         ax.set_xlabel(f"columns: labels 0-9\nlabel accuracy {accuracy:.2f}", fontsize=11)
     return fig
@@ -536,8 +535,7 @@ def fig_samples():
               (conditional, "class-conditional (`digits_cond`)",
                f"columns: labels 0-9, label accuracy {label_accuracy(conditional, labels):.2f}")]
     for ax, (x, title, note) in zip(axes, panels):
-        ax.imshow(make_grid(x, ncol=10), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
+        plotting.draw_grid(ax, x, ncol=10)
         ax.set_title(title.replace("`", ""), fontsize=13)
         ax.set_xlabel(note, fontsize=11)
     return fig
