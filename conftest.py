@@ -1,7 +1,9 @@
-"""Notebook runs under nbval: a wall-clock budget per notebook, strict checkers for the solution notebooks.
+"""Notebook runs under nbval: a hang guard per notebook, strict checkers for the solution notebooks.
 
 nbval (``--nbval-lax``) collects ``notebooks/**/*.ipynb``; each cell is a test item. nbval only has a per-cell
-timeout, so this hook caps every cell by what is left of its notebook's budget. Just before a notebook's first cell
+timeout, so this hook caps every cell by what is left of its notebook's hang guard: a generous limit (20 minutes)
+that only a notebook that hangs reaches, never a slow or busy machine. How long the notebooks take is measured
+in docs/notebooks.md, not asserted here. Just before a notebook's first cell
 (when nbval starts its kernel, which copies ``os.environ``) it also sets:
 
 - ``DDPM_LITE_STRICT=1`` for the solution notebooks ``notebooks/NN_name.ipynb``: a checker that rejects the
@@ -10,8 +12,8 @@ timeout, so this hook caps every cell by what is left of its notebook's budget. 
 - ``MPLBACKEND`` to the inline backend, so the kernel draws its figures as in Jupyter (a figure that fails to
   render fails the test) even when the test run itself uses Agg.
 
-Both are restored before any other test. Budgets: ``NB_TIMEOUT`` seconds (default 120 in fast mode,
-``DDPM_LITE_FAST=1``, and 600 otherwise), or per notebook in ``NB_TIMEOUTS``.
+Both are restored before any other test. Hang guard: ``NB_TIMEOUT`` seconds (default 1200, in fast and full mode),
+or per notebook in ``NB_TIMEOUTS``.
 """
 from __future__ import annotations
 
@@ -21,9 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_lite.runtime import fast_mode
-
-DEFAULT_NB_TIMEOUT = float(os.environ.get("NB_TIMEOUT", "120" if fast_mode() else "600"))
+DEFAULT_NB_TIMEOUT = float(os.environ.get("NB_TIMEOUT", "1200"))
 NB_TIMEOUTS: dict[str, float] = {}  # per notebook (file name), seconds
 KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 _started: dict[str, float] = {}
@@ -63,7 +63,7 @@ def pytest_runtest_setup(item):
     start = _started.setdefault(str(path), time.monotonic())
     remaining = budget - (time.monotonic() - start)
     if remaining <= 0:
-        pytest.fail(f"{path.name}: notebook budget of {budget:.0f}s exhausted", pytrace=False)
+        pytest.fail(f"{path.name}: still running after the hang guard of {budget:.0f}s", pytrace=False)
     item.config.option.nbval_cell_timeout = remaining  # nbval reads it at each cell
 
 

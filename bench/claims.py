@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from machine import describe  # bench/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,10 +106,10 @@ def _evaluation_data(profile: Profile):
 def train_and_evaluate(name: str, seed: int, profile: Profile) -> dict:
     """Train run ``name`` with ``seed`` and score it: bits/dim, FID against steps, the loss history."""
     from ddpm_lite.configs import ExperimentConfig
-    from ddpm_lite.fast_sampling import sample_with
+    from ddpm_lite.course.fast_sampling import sample_with
+    from ddpm_lite.course.learned_variance import with_variance
     from ddpm_lite.metrics import bits_per_dim, extract_features, fid_from_features
     from ddpm_lite.train import Trainer
-    from ddpm_lite.variance import with_variance
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -141,10 +140,10 @@ def train_and_evaluate(name: str, seed: int, profile: Profile) -> dict:
 
 def guidance_sweep(profile: Profile) -> dict:
     """Classifier guidance of the shipped digits model by the shipped noisy classifier, at every scale."""
-    from ddpm_lite.evaluate import sample_quality
+    from ddpm_lite.course.evaluate import sample_quality
     from ddpm_lite.guidance import LabelBlind, classifier_cond_fn
     from ddpm_lite.pretrained import load_pretrained
-    from ddpm_lite.train import generate
+    from ddpm_lite.sampling import generate
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -182,7 +181,7 @@ def mean_sd(values) -> str:
 def loss_noise(losses, skip: float = 0.5, window: int = 25) -> float:
     """Noise of a training curve: the standard deviation of log10(loss) around its moving average over ``window``
     steps, on the last ``1 - skip`` of training (after the importance sampler's warm-up)."""
-    from ddpm_lite.plotting import moving_average
+    from ddpm_lite.course.plotting import moving_average
 
     x = np.log10(np.asarray(losses[int(len(losses) * skip):], dtype=np.float64))
     return float(np.std(x - moving_average(x, window)))
@@ -282,7 +281,7 @@ def figures(results, profile: Profile, floor: float, out: Path, name: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ddpm_lite.plotting import draw_guidance_metrics, loss_curves_figure, vb_terms_figure
+    from ddpm_lite.course.plotting import draw_guidance_metrics, loss_curves_figure, vb_terms_figure
 
     runs = by_run(results)
     fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")

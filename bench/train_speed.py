@@ -43,14 +43,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import describe  # bench/machine.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_lite.configs import ExperimentConfig
-from ddpm_lite.fast_sampling import sample_with, time_sampler
+from ddpm_lite.course.fast_sampling import sample_with, time_sampler
 from ddpm_lite.models import UNetConfig, UNetModel
 from ddpm_lite.pretrained import load_pretrained
-
-from machine import describe  # bench/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPS = ROOT / "build" / "bench-deps"
@@ -141,7 +140,7 @@ def interleaved(fns: dict[str, callable], rounds: int, per_round: int = 3, warmu
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(cpu_seconds(lambda: [fn() for _ in range(per_round)]) / per_round)
+            times[name].append(cpu_seconds(lambda fn=fn: [fn() for _ in range(per_round)]) / per_round)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -264,12 +263,12 @@ def quality(steps: tuple[int, ...], sample_steps: int, n: int = 360) -> list[str
     test_images = load_dataset("digits", "test").images[:n]
     floor = fid_from_features(extract_features(test_images, net), train_features)
     config = ExperimentConfig.preset("digits")
-    cfg = UNetConfig.from_dict(config.model)
+    cfg = config.model
     results = {}
     for name in ("ours", "diffusers"):
         fids = results[name] = {}
 
-        def score(trainer, step, logs):
+        def score(trainer, step, logs, name=name, fids=fids):
             samples = sample_with(trainer.ema, trainer.diffusion, n, sample_steps, shape=(1, 8, 8), seed=0)
             fids[step] = fid_from_features(extract_features(samples, net), train_features)
             print(f"{name}: step {step}, FID {fids[step]:.3f}", flush=True)

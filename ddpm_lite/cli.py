@@ -11,14 +11,12 @@ a bad option) print one line and exit with status 2; set DDPM_LITE_DEBUG=1 for t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from .checkpoint import (DEFAULT_NAME, CheckpointError, export_checkpoint, load_checkpoint, load_model,
-                         resolve_path)
+from .checkpoint import DEFAULT_NAME, CheckpointError, export_checkpoint, load_checkpoint, load_model, resolve_path
 from .configs import ConfigError, ExperimentConfig, preset_names
 from .data import IMAGE_DATASETS, TOY_DATASETS, DatasetNotFoundError
 from .runtime import debug_mode
@@ -159,7 +157,7 @@ def cmd_train(args) -> int:
     main = trainer.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(trainer.config, indent=2) + "\n")
+        (out / "config.json").write_text(trainer.config.to_json(indent=2) + "\n")
         resumed = f"resuming at step {trainer.step}" if state is not None else "starting"
         print(f"{config.name}: {resumed}, training to step {total} on {trainer.device} "
               f"(world size {trainer.world_size}); checkpoints in {path}", file=sys.stderr)
@@ -179,7 +177,7 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from .images import grid_size, save_image_grid, save_points
     from .runtime import default_device
-    from .train import generate
+    from .sampling import generate
 
     device = torch.device(args.device) if args.device else default_device()
     model, diffusion, config = load_model(args.checkpoint, ema=not args.no_ema, device=device)
@@ -201,8 +199,7 @@ def cmd_sample(args) -> int:
     elif args.label is not None:
         raise UsageError("--class needs a class-conditional model (e.g. --preset digits_cond); this one is "
                          "unconditional")
-    shape = (n, model.data_dim) if toy else (n, config.model["in_channels"], config.model["image_size"],
-                                              config.model["image_size"])
+    shape = (n, *config.sample_shape)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     samples = generate(model, diffusion, shape, steps=steps, ddim=args.ddim, eta=args.eta, y=y,
                        generator=generator, device=device, progress=not args.no_progress).float().cpu()
@@ -210,7 +207,7 @@ def cmd_sample(args) -> int:
         path = save_points(samples, args.out)
         print(f"wrote {n} points to {path}")
     else:
-        size = config.model["image_size"]
+        size = config.model.image_size
         scale = args.scale or max(1, 32 // size)
         path = save_image_grid(samples, args.out, ncol=ncol, scale=scale)
         w, h = grid_size(n, size, size, ncol, scale=scale)
@@ -220,6 +217,7 @@ def cmd_sample(args) -> int:
 
 def cmd_bpd(args) -> int:
     from .data import load_dataset
+    from .metrics import bits_per_dim
     from .runtime import default_device
 
     device = torch.device(args.device) if args.device else default_device()
@@ -229,26 +227,18 @@ def cmd_bpd(args) -> int:
                          f"checkpoint is a {'classifier' if config.objective == 'classifier' else 'toy MLP'}")
     name = args.data or config.data
     dataset = load_dataset(name, args.split, root=args.root, download=args.download,
-                           image_size=config.model["image_size"])
-    if dataset.image_shape[0] != config.model["in_channels"]:
-        raise UsageError(f"{name} has {dataset.image_shape[0]} channels, the model takes "
-                         f"{config.model['in_channels']}")
+                           image_size=config.model.image_size)
+    if dataset.image_shape[0] != config.model.in_channels:
+        raise UsageError(f"{name} has {dataset.image_shape[0]} channels, the model takes {config.model.in_channels}")
     n = min(args.num, len(dataset))
-    generator = torch.Generator().manual_seed(args.seed)
-    indices = torch.randperm(len(dataset), generator=generator)[:n]
-    totals = []
-    noise_generator = torch.Generator(device=device).manual_seed(args.seed)
-    for batch in indices.split(args.batch_size):  # each batch: one pass of the model per timestep
-        x, labels = dataset[batch]
-        kwargs = {"y": labels.to(device)} if config.class_cond else None
-        with torch.no_grad():
-            out = diffusion.calc_bpd_loop(model, x.to(device), model_kwargs=kwargs, generator=noise_generator,
-                                          progress=not args.no_progress)
-        totals.append(out["total_bpd"].double().cpu())
-    bpd = torch.cat(totals)
-    sem = bpd.std().item() / len(bpd) ** 0.5 if len(bpd) > 1 else float("nan")
-    print(f"{bpd.mean().item():.4f} bits/dim (± {sem:.4f} standard error; {n} {args.split} images of {name}, "
-          f"{diffusion.num_timesteps} timesteps, {'raw' if args.no_ema else 'EMA'} weights"
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:n]
+    images, labels = dataset[indices]
+    kwargs_fn = (lambda index: {"y": labels[index]}) if config.class_cond else None
+    result = bits_per_dim(diffusion, model, images, batch_size=args.batch_size, model_kwargs_fn=kwargs_fn,
+                          progress=not args.no_progress, device=device,
+                          generator=torch.Generator(device=device).manual_seed(args.seed))
+    print(f"{result['mean']:.4f} bits/dim (± {result['stderr']:.4f} standard error; {n} {args.split} images of "
+          f"{name}, {diffusion.num_timesteps} timesteps, {'raw' if args.no_ema else 'EMA'} weights"
           f"{', conditional on the labels' if config.class_cond else ''})")
     return 0
 

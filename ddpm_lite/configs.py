@@ -5,7 +5,13 @@ Everything here is a small dataclass that round-trips through a plain, JSON-able
 
 >>> cfg = ExperimentConfig.preset("digits")            # the shipped unconditional digits model
 >>> cfg = cfg.override(["lr=3e-4", "model.model_channels=32"])
+>>> cfg.model.model_channels                          # the model part is typed: a UNetConfig or an MLPConfig
+32
 >>> model, diffusion = cfg.build_model(), cfg.diffusion.build()
+
+Every field is checked when a config is made: its type (``class_cond=abc`` is refused, not read as true), its
+range (``model.hidden=0``, ``lr=nan``) and its consistency with the others (an MLP on images), each with one
+:class:`ConfigError` line that names the field and what it accepts.
 
 Presets: ``digits`` (unconditional U-Net, learned variances with the hybrid loss, cosine schedule; Improved
 DDPM), ``digits_cond`` (class-conditional, labels dropped with probability 0.1 for classifier-free guidance),
@@ -14,11 +20,14 @@ DDPM), ``digits_cond`` (class-conditional, labels dropped with probability 0.1 f
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
+import math
+import types
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -44,6 +53,65 @@ class ConfigError(ValueError):
     """A configuration that cannot work (unknown preset, inconsistent fields, bad override)."""
 
 
+# --------------------------------------------------------------------------- field types
+
+
+def check_field_types(obj, what: str) -> None:
+    """Check (and normalise) every field of the dataclass ``obj`` against its annotation.
+
+    bool fields take only true/false; int fields integers (an integral float such as 1e3 is converted); float
+    fields finite numbers; str fields strings; ``tuple[int, ...]`` lists or tuples of integers; ``X | None``
+    also None. Raises :class:`ConfigError` naming the field, the value and what it accepts.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            setattr(obj, f.name, _coerce(value, hints[f.name]))
+        except TypeError as err:
+            name = f"{what}.{f.name}" if what else f.name
+            raise ConfigError(f"{name} must be {err}, got {value!r}") from None
+
+
+def _coerce(value, hint):
+    """``value`` as the type ``hint`` asks for, or TypeError("<what it accepts>")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        if len(options) == 1:
+            try:
+                return _coerce(value, options[0])
+            except TypeError as err:
+                raise TypeError(f"{err} or null") from None
+        return value  # unions of several types (the model part): checked by the owner
+    if hint is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise TypeError("true or false")
+    if hint is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        raise TypeError("an integer")
+    if hint is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+                and math.isfinite(value):
+            return float(value)
+        raise TypeError("a finite number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError("a string")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, args[0]) for v in value)
+        raise TypeError(f"a list of {args[0].__name__}s")
+    return value
+
+
 # --------------------------------------------------------------------------- diffusion
 
 
@@ -62,15 +130,15 @@ class DiffusionConfig:
     loss_type: str = "simple"
 
     def __post_init__(self):
+        check_field_types(self, "diffusion")
         for name, value, choices in (("schedule", self.schedule, tuple(SCHEDULES)),
                                      ("mean_type", self.mean_type, MEAN_TYPES),
                                      ("var_type", self.var_type, VAR_TYPES),
                                      ("loss_type", self.loss_type, LOSS_TYPES)):
             if value not in choices:
                 raise ConfigError(f"unknown diffusion {name} {value!r}: choose one of {list(choices)}")
-        if not isinstance(self.num_timesteps, (int, np.integer)) or self.num_timesteps < 1:
-            raise ConfigError(f"num_timesteps must be a positive integer, got {self.num_timesteps!r}")
-        self.num_timesteps = int(self.num_timesteps)
+        if self.num_timesteps < 1:
+            raise ConfigError(f"diffusion.num_timesteps must be a positive integer, got {self.num_timesteps!r}")
         if self.schedule == "linear" and self.num_timesteps <= 20:
             raise ConfigError(f"the linear schedule (scaled by 1000/T) ends at beta = {20 / self.num_timesteps:g} "
                               f"for T = {self.num_timesteps}, which destroys x_0 completely: use T > 20, or the "
@@ -107,69 +175,107 @@ class DiffusionConfig:
 
 # --------------------------------------------------------------------------- models
 
+def model_config(kind: str | None, config) -> Any:
+    """The typed architecture of a model kind: a :class:`~ddpm_lite.models.UNetConfig` for "unet" and
+    "classifier", an :class:`~ddpm_lite.models.MLPConfig` for "mlp"; from a dict or a config. None stays None
+    (a network built by hand, outside the course's kinds)."""
+    from .models import MLPConfig, UNetConfig
 
-def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
-    """Build a model from its kind ("unet", "mlp", "classifier") and its config dict.
+    if kind is None:
+        if config is not None:
+            raise ConfigError("a model config needs its model_kind (unet, mlp or classifier)")
+        return None
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model_kind {kind!r}: choose one of {list(MODEL_KINDS)}")
+    cls = MLPConfig if kind == "mlp" else UNetConfig
+    if isinstance(config, cls):
+        return config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        raise ConfigError(f"model_kind {kind!r} takes a {cls.__name__}, got a {type(config).__name__}")
+    if not isinstance(config, dict):
+        raise ConfigError(f"the model config must be a {cls.__name__} or a dict, got {type(config).__name__}")
+    try:
+        return cls.from_dict(config)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model: {err}") from None
 
-    "unet" and "classifier" take the fields of :class:`~ddpm_lite.models.UNetConfig`; "mlp" the keyword
-    arguments of :class:`~ddpm_lite.models.MLPDenoiser` (data_dim, hidden, num_layers, time_embed_dim,
-    out_mult).
-    """
-    from .models import EncoderUNetModel, MLPDenoiser, UNetConfig, UNetModel
 
+def build_model(kind: str, config) -> torch.nn.Module:
+    """Build a model from its kind ("unet", "mlp", "classifier") and its config (typed, or a dict)."""
+    from .models import EncoderUNetModel, MLPDenoiser, UNetModel
+
+    config = model_config(kind, config)
     if kind == "unet":
-        return UNetModel(UNetConfig.from_dict(config))
+        return UNetModel(config)
     if kind == "classifier":
-        return EncoderUNetModel(UNetConfig.from_dict(config))
-    if kind == "mlp":
-        return MLPDenoiser(**_known_fields(MLPDenoiser, config, "MLPDenoiser", _MLP_FIELDS))
-    raise ConfigError(f"unknown model kind {kind!r}: choose one of {list(MODEL_KINDS)}")
+        return EncoderUNetModel(config)
+    return MLPDenoiser.from_config(config)
 
 
-_MLP_FIELDS = ("data_dim", "hidden", "num_layers", "time_embed_dim", "out_mult")
-
-
-def model_spec(model: torch.nn.Module) -> tuple[str, dict[str, Any]] | None:
-    """(kind, config dict) that :func:`build_model` turns back into an equal architecture; None if unknown."""
+def model_spec(model: torch.nn.Module) -> tuple[str, Any] | None:
+    """(kind, typed config) that :func:`build_model` turns back into an equal architecture; None if unknown."""
     from .models import EncoderUNetModel, MLPDenoiser, UNetModel
 
     model = getattr(model, "module", model)  # DistributedDataParallel
-    if isinstance(model, UNetModel):
-        return "unet", model.config.to_dict()
-    if isinstance(model, EncoderUNetModel):
-        return "classifier", model.config.to_dict()
-    if isinstance(model, MLPDenoiser):
-        return "mlp", {"data_dim": model.data_dim, "hidden": model.inp.out_features,
-                       "num_layers": len(model.blocks), "time_embed_dim": model.time_embed_dim,
-                       "out_mult": model.out_mult}
+    for kind, cls in (("unet", UNetModel), ("classifier", EncoderUNetModel), ("mlp", MLPDenoiser)):
+        if isinstance(model, cls):
+            return kind, dataclasses.replace(model.config)
     return None
 
 
-def _unet_preset(name: str, **overrides) -> dict[str, Any]:
+def _unet_preset(name: str, **overrides):
     from .models import UNetConfig
 
-    return UNetConfig.preset(name, **overrides).to_dict()
+    return UNetConfig.preset(name, **overrides)
+
+
+def check_data_fits(model_kind: str | None, data: str | None, preset: str | None = None) -> None:
+    """Raise :class:`ConfigError` when a model kind cannot train on a dataset: the MLP takes 2-D toy data,
+    the U-Nets take images. Unknown names are refused too."""
+    known = IMAGE_DATASETS + TOY_DATASETS
+    if data is not None and data not in known:
+        raise ConfigError(f"unknown data {data!r}: choose one of {list(known)}")
+    if model_kind is None or data is None:
+        return
+    if (model_kind == "mlp") != (data in TOY_DATASETS):
+        kind = "2-D toy" if data in TOY_DATASETS else "image"
+        hint = "--preset toy" if data in TOY_DATASETS else "--preset digits (or digits_cond, digits_classifier)"
+        who = f"preset {preset!r} trains a {model_kind} model, which" if preset else f"a {model_kind} model"
+        raise ConfigError(f"{who} cannot train on the {kind} data {data!r} (the MLP takes 2-D toy data: "
+                          f"{', '.join(TOY_DATASETS)}; the U-Nets take images: {', '.join(IMAGE_DATASETS)}): "
+                          f"use {hint}")
 
 
 # --------------------------------------------------------------------------- experiments
+
+# the fields of ExperimentConfig that are hyper-parameters of the training loop (Trainer's keyword arguments)
+TRAINING_FIELDS = ("batch_size", "lr", "weight_decay", "ema_decay", "grad_clip", "schedule_sampler", "class_cond",
+                   "label_dropout", "mixed_precision", "save_every", "seed")
 
 
 @dataclass
 class ExperimentConfig:
     """One training run: what to train (model, diffusion), on what (data) and how (hyper-parameters).
 
-    ``model_kind="classifier"`` trains the noisy classifier (cross-entropy on q_sample(x_0, t)); the other
-    kinds train a denoiser with ``diffusion.training_losses``. The diffusion's ``var_type`` decides whether the
-    denoiser outputs a variance (``learn_sigma`` / ``out_mult`` are set to match), and ``class_cond`` whether
-    the U-Net takes labels (``num_classes``). ``batch_size`` is the global batch, split across processes
-    under torchrun.
+    ``model`` is the architecture, typed by ``model_kind``: a :class:`~ddpm_lite.models.UNetConfig` for "unet"
+    and "classifier" (the noisy classifier, trained with cross-entropy on q_sample(x_0, t)), an
+    :class:`~ddpm_lite.models.MLPConfig` for "mlp"; a dict is converted. The diffusion's ``var_type`` decides
+    whether the denoiser outputs a variance (``learn_sigma`` / ``out_mult`` are set to match), and
+    ``class_cond`` whether the U-Net takes labels (``num_classes``). ``batch_size`` is the global batch, split
+    across processes under torchrun.
+
+    A Trainer built by hand around a network from elsewhere records ``model_kind=None`` and ``model=None``
+    (and ``diffusion=None`` for betas that are no named schedule, ``data=None`` for tensors): such a config
+    describes the run but cannot rebuild its model.
     """
 
     name: str = "custom"
-    model_kind: str = "unet"
-    model: dict[str, Any] = field(default_factory=lambda: _unet_preset("digits8"))
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    data: str = "digits"
+    model_kind: str | None = "unet"
+    model: Any = field(default_factory=lambda: _unet_preset("digits8"))
+    diffusion: DiffusionConfig | None = field(default_factory=DiffusionConfig)
+    data: str | None = "digits"
     class_cond: bool = False
     label_dropout: float = 0.0  # probability of replacing a label by the null label (classifier-free guidance)
     batch_size: int = 128
@@ -186,16 +292,11 @@ class ExperimentConfig:
     def __post_init__(self):
         if isinstance(self.diffusion, dict):
             self.diffusion = DiffusionConfig.from_dict(self.diffusion)
-        self.model = copy.deepcopy(dict(self.model))
-        if self.model_kind not in MODEL_KINDS:
-            raise ConfigError(f"unknown model_kind {self.model_kind!r}: choose one of {list(MODEL_KINDS)}")
-        known_data = IMAGE_DATASETS + TOY_DATASETS
-        if self.data not in known_data:
-            raise ConfigError(f"unknown data {self.data!r}: choose one of {list(known_data)}")
-        if (self.model_kind == "mlp") != (self.data in TOY_DATASETS):
-            raise ConfigError(f"model_kind {self.model_kind!r} cannot train on data {self.data!r}: the MLP "
-                              f"takes 2-D toy data ({', '.join(TOY_DATASETS)}), the U-Nets take images "
-                              f"({', '.join(IMAGE_DATASETS)})")
+        elif self.diffusion is not None and not isinstance(self.diffusion, DiffusionConfig):
+            raise ConfigError(f"diffusion must be a DiffusionConfig or a dict, got {type(self.diffusion).__name__}")
+        check_field_types(self, "")
+        self.model = model_config(self.model_kind, self.model)
+        check_data_fits(self.model_kind, self.data)
         if self.schedule_sampler not in SAMPLER_NAMES:
             raise ConfigError(f"unknown schedule_sampler {self.schedule_sampler!r}: choose one of "
                               f"{list(SAMPLER_NAMES)}")
@@ -206,25 +307,38 @@ class ExperimentConfig:
         if self.label_dropout and not self.class_cond:
             raise ConfigError("label_dropout needs class_cond=True (it drops labels to the null label)")
         for name in ("batch_size", "steps", "save_every"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.ema_decay < 1:
             raise ConfigError(f"need lr > 0, weight_decay >= 0 and 0 <= ema_decay < 1; got lr={self.lr}, "
                               f"weight_decay={self.weight_decay}, ema_decay={self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        # the diffusion decides the output width; class_cond decides the label embedding
-        if self.model_kind == "unet":
-            self.model["learn_sigma"] = self.diffusion.learns_sigma
-            self.model["num_classes"] = (self.model.get("num_classes") or NUM_CLASSES) if self.class_cond else None
-        elif self.model_kind == "mlp":
-            self.model["out_mult"] = 2 if self.diffusion.learns_sigma else 1
-            if self.class_cond:
-                raise ConfigError("the MLP denoiser is unconditional: class_cond needs a U-Net")
-        else:
-            if self.class_cond:
-                raise ConfigError("class_cond is for denoisers; the classifier always sees the labels")
-            self.model["num_classes"] = self.model.get("num_classes") or NUM_CLASSES
+            raise ConfigError(f"grad_clip must be positive or null, got {self.grad_clip}")
+        self._fit_model_to_task()
+
+    def _fit_model_to_task(self) -> None:
+        """The diffusion decides the output width, class_cond the label embedding."""
+        learns_sigma = self.diffusion.learns_sigma if self.diffusion is not None else None
+        try:
+            if self.model_kind == "unet":
+                changes = {"num_classes": (self.model.num_classes or NUM_CLASSES) if self.class_cond else None}
+                if learns_sigma is not None:
+                    changes["learn_sigma"] = learns_sigma
+                self.model = dataclasses.replace(self.model, **changes)
+            elif self.model_kind == "mlp":
+                if self.class_cond:
+                    raise ConfigError("the MLP denoiser is unconditional: class_cond needs a U-Net")
+                if learns_sigma is not None:
+                    self.model = dataclasses.replace(self.model, out_mult=2 if learns_sigma else 1)
+            elif self.model_kind == "classifier":
+                if self.class_cond:
+                    raise ConfigError("class_cond is for denoisers; the classifier always sees the labels")
+                self.model = dataclasses.replace(self.model, num_classes=self.model.num_classes or NUM_CLASSES,
+                                                 learn_sigma=False)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
 
     # ---------------------------------------------------------------- derived
     @property
@@ -235,18 +349,40 @@ class ExperimentConfig:
     @property
     def num_classes(self) -> int | None:
         """Classes of a class-conditional denoiser or of the classifier; None otherwise."""
-        return self.model.get("num_classes") if self.model_kind != "mlp" else None
+        return getattr(self.model, "num_classes", None)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one example: (C, H, W) for the U-Nets, (data_dim,) for the MLP."""
+        if self.model_kind == "mlp":
+            return (self.model.data_dim,)
+        if self.model is None:
+            raise ConfigError("this config has no model (it was recorded for a network built by hand)")
+        return (self.model.in_channels, self.model.image_size, self.model.image_size)
 
     def build_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ConfigError("this config has no model to build (it was recorded for a network built by hand)")
         return build_model(self.model_kind, self.model)
 
     def build_diffusion(self) -> GaussianDiffusion:
+        if self.diffusion is None:
+            raise ConfigError("this config has no named diffusion (it was recorded for betas given by hand)")
         return self.diffusion.build()
+
+    def training_arguments(self) -> dict[str, Any]:
+        """The hyper-parameters of the training loop (:data:`TRAINING_FIELDS`) as a dict."""
+        return {name: getattr(self, name) for name in TRAINING_FIELDS}
 
     # ---------------------------------------------------------------- variations
     def replace(self, **changes) -> ExperimentConfig:
         """A copy with some top-level fields changed (validated again)."""
-        return ExperimentConfig.from_dict({**self.to_dict(), **{k: _plain(v) for k, v in changes.items()}})
+        d = self.to_dict()
+        for key, value in changes.items():
+            if key not in d:
+                raise ConfigError(f"unknown config field {key!r}; known fields: {sorted(d)}")
+            d[key] = _plain(value)
+        return ExperimentConfig.from_dict(d)
 
     def with_data(self, data: str) -> ExperimentConfig:
         """The same experiment on another dataset, with the model preset sized for it.
@@ -256,14 +392,7 @@ class ExperimentConfig:
         """
         if data == self.data:
             return self.replace()
-        known = IMAGE_DATASETS + TOY_DATASETS
-        if data not in known:
-            raise ConfigError(f"unknown data {data!r}: choose one of {list(known)}")
-        if (self.model_kind == "mlp") != (data in TOY_DATASETS):
-            kind = "2-D toy" if data in TOY_DATASETS else "image"
-            hint = "--preset toy" if data in TOY_DATASETS else "--preset digits (or digits_cond, digits_classifier)"
-            raise ConfigError(f"preset {self.name!r} trains a {self.model_kind} model, which cannot train on the "
-                              f"{kind} data {data!r}: use {hint}")
+        check_data_fits(self.model_kind, data, preset=self.name)
         if self.model_kind == "mlp":
             return self.replace(data=data)
         if self.model_kind == "unet":
@@ -311,13 +440,9 @@ class ExperimentConfig:
         cfg = _PRESETS[name]()
         return cfg.replace(**overrides) if overrides else cfg
 
-    @staticmethod
-    def preset_names() -> list[str]:
-        return list(_PRESETS)
-
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["diffusion"] = self.diffusion.to_dict()
+        """A plain, JSON-able dict (what checkpoints store); :meth:`from_dict` is its inverse."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return _plain(d)
 
     def to_json(self, **kwargs) -> str:
@@ -326,9 +451,10 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
         d = _known_fields(cls, d, "ExperimentConfig")
-        if "diffusion" in d:
-            d["diffusion"] = DiffusionConfig.from_dict(d["diffusion"])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as err:  # a wrong type where the checks above expect a structure
+            raise ConfigError(f"cannot read the experiment config: {err}") from None
 
 
 def preset_names() -> list[str]:
@@ -360,8 +486,7 @@ def _digits_classifier() -> ExperimentConfig:
 def _toy() -> ExperimentConfig:
     """DDPM on a 2-D swiss roll: an MLP predicting eps, linear schedule, fixed variances, L_simple."""
     return ExperimentConfig(name="toy", model_kind="mlp",
-                            model={"data_dim": 2, "hidden": 128, "num_layers": 3, "time_embed_dim": 64,
-                                   "out_mult": 1},
+                            model={"data_dim": 2, "hidden": 128, "num_layers": 3, "time_embed_dim": 64},
                             diffusion=DiffusionConfig("linear", 1000, "eps", "fixed_small", "simple"),
                             data="swiss_roll", batch_size=256, lr=1e-3, ema_decay=0.995, grad_clip=1.0, steps=3000,
                             save_every=500)

@@ -14,13 +14,14 @@ Its output has the shape of ``x_t``, or twice its channels (dim 1) when the vari
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .runtime import model_device
 
 MEAN_TYPES = ("eps", "x0", "xprev")
 VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
@@ -111,7 +112,8 @@ class GaussianDiffusion:
 
     # ---------------------------------------------------------------- forward process q
     def q_mean_variance(self, x_start, t):
-        """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), DDPM eq. 4."""
+        """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),
+        DDPM eq. 4."""
         self._check(x_start, t, "x_start")
         mean = self._extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
         variance = self._extract(1.0 - self.alphas_cumprod, t, x_start)
@@ -237,7 +239,8 @@ class GaussianDiffusion:
     # ---------------------------------------------------------------- ancestral sampling (DDPM Algorithm 2)
     def p_sample(self, model, x_t, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None,
                  generator: torch.Generator | None = None):
-        """One reverse step x_{t-1} = mu_theta + sigma_t z (no noise at t = 0). Returns ``sample`` and ``pred_xstart``."""
+        """One reverse step x_{t-1} = mu_theta + sigma_t z (no noise at t = 0). Returns ``sample`` and
+        ``pred_xstart``."""
         out = self.p_mean_variance(model, x_t, t, clip_denoised, denoised_fn, model_kwargs)
         if cond_fn is not None:
             out["mean"] = self.condition_mean(cond_fn, out, x_t, t, model_kwargs)
@@ -258,9 +261,9 @@ class GaussianDiffusion:
                       model_kwargs=None, device=None, progress=False, generator: torch.Generator | None = None):
         """Generate samples of the given shape with ancestral sampling; returns x_0."""
         final = None
-        for final in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, cond_fn,
-                                                    model_kwargs, device, progress, generator):
-            pass
+        for out in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, cond_fn,
+                                                  model_kwargs, device, progress, generator):
+            final = out
         return final["sample"]
 
     # ---------------------------------------------------------------- DDIM (Song et al. 2021, eq. 12)
@@ -293,14 +296,14 @@ class GaussianDiffusion:
                          generator: torch.Generator | None = None):
         """Generate samples with DDIM; returns x_0."""
         final = None
-        for final in self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, cond_fn,
-                                                       model_kwargs, device, progress, eta, generator):
-            pass
+        for out in self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, cond_fn,
+                                                     model_kwargs, device, progress, eta, generator):
+            final = out
         return final["sample"]
 
     def _loop(self, step, model, shape, noise, progress, device, generator, **kwargs):
         if device is None:
-            device = noise.device if noise is not None else _module_device(model)
+            device = noise.device if noise is not None else model_device(model)
         if noise is not None and tuple(noise.shape) != tuple(shape):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
         x = noise.to(device) if noise is not None else torch.randn(*shape, device=device, generator=generator)
@@ -396,11 +399,3 @@ class GaussianDiffusion:
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
-
-def _module_device(model) -> torch.device:
-    """The device of a model's first parameter; CPU for plain callables."""
-    parameters = getattr(model, "parameters", None)
-    if parameters is not None:
-        for p in parameters():
-            return p.device
-    return torch.device("cpu")

@@ -8,7 +8,7 @@
 - Classifier-free guidance (Ho & Salimans 2022): one model trained with labels dropped to a null label;
   eps_guided = (1 + w) eps(x_t, y) - w eps(x_t, null).
 
-:func:`~ddpm_lite.train.generate` takes a ``cond_fn``: ``generate(LabelBlind(model), diffusion, shape, y=labels,
+:func:`~ddpm_lite.sampling.generate` takes a ``cond_fn``: ``generate(LabelBlind(model), diffusion, shape, y=labels,
 cond_fn=classifier_cond_fn(classifier, scale))``.
 """
 from __future__ import annotations

@@ -39,7 +39,8 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor,
+                                       log_scales: torch.Tensor) -> torch.Tensor:
     """log p(x) for images with 256 levels scaled to [-1, 1] under N(means, exp(log_scales)^2), elementwise.
 
     This is DDPM's discrete decoder L_0 (eq. 13): each pixel value owns the bin of width 2/255 around it;

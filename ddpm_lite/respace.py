@@ -6,7 +6,7 @@ full chain, passing it the original timestep of each kept step.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

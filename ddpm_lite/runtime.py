@@ -39,6 +39,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a module without tensors or a plain
+    callable (an exact denoiser written as a function)."""
+    for tensors in ("parameters", "buffers"):
+        method = getattr(model, tensors, None)
+        if callable(method):
+            for tensor in method():
+                return tensor.device
+    return torch.device("cpu")
+
+
 def pick(full, fast):
     """``fast`` in fast mode, else ``full``: ``steps = pick(2000, 50)``."""
     return fast if fast_mode() else full

@@ -22,27 +22,37 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import signal
 import threading
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import (FORMAT, VERSION, CheckpointError, check_compatible, load_checkpoint,
-                         load_state_dict_checked, resolve_path, save_checkpoint)
-from .configs import ConfigError, DiffusionConfig, ExperimentConfig, _plain, model_spec
+from .checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    load_state_dict_checked,
+    resolve_path,
+    save_checkpoint,
+)
+from .configs import TRAINING_FIELDS, ConfigError, DiffusionConfig, ExperimentConfig, _plain, model_spec
 from .data import IMAGE_DATASETS, TOY_DATASETS, ImageDataset, batch_indices, load_dataset, toy_2d
 from .gaussian_diffusion import GaussianDiffusion
-from .resample import ScheduleSampler, create_named_schedule_sampler
-from .respace import respace, space_timesteps
+from .resample import LossSecondMomentResampler, ScheduleSampler, UniformSampler, create_named_schedule_sampler
 from .runtime import default_device
+from .sampling import generate
 
 TOY_TRAIN_SIZE = 20_000  # points drawn once for a toy training set
 Callback = Callable[["Trainer", int, dict], Any]
@@ -219,39 +229,41 @@ def _distributed_device(device) -> torch.device:
     return torch.device("cpu")
 
 
-# --------------------------------------------------------------------------- sampling
+# --------------------------------------------------------------------------- the run's config
 
 
-@torch.no_grad()
-def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = None, ddim: bool = False,
-             eta: float = 0.0, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             device=None, progress: bool = False, clip_denoised: bool = True, cond_fn=None) -> torch.Tensor:
-    """Samples of ``shape`` from ``model`` (put in eval mode for the call), with ``steps`` respaced steps
-    (Improved DDPM section 4; all of them when None), ancestral or DDIM (``ddim=True``, ``eta``). ``cond_fn``
-    guides every step (e.g. :func:`~ddpm_lite.guidance.classifier_cond_fn`; it receives the labels ``y``)."""
-    if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
-        raise ValueError(f"steps must lie in [1, {diffusion.num_timesteps}], got {steps}")
-    if steps is not None and steps < diffusion.num_timesteps:
-        try:
-            kept = space_timesteps(diffusion.num_timesteps, f"ddim{steps}") if ddim else None
-        except ValueError:
-            kept = None
-        diffusion = respace(diffusion, kept if kept is not None else space_timesteps(diffusion.num_timesteps, [steps]))
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    kwargs = {"y": y.to(device)} if y is not None else None
-    noise = torch.randn(*shape, generator=generator, device=generator.device if generator is not None else device)
-    was_training = model.training
-    model.eval()
-    try:
-        loop = diffusion.ddim_sample_loop if ddim else diffusion.p_sample_loop
-        extra = {"eta": eta} if ddim else {}
-        same_device = generator is not None and generator.device.type == torch.device(device).type
-        gen = generator if same_device else None
-        return loop(model, shape, noise=noise.to(device), clip_denoised=clip_denoised, model_kwargs=kwargs,
-                    device=device, progress=progress, generator=gen, cond_fn=cond_fn, **extra)
-    finally:
-        model.train(was_training)
+def _sampler_name(sampler: ScheduleSampler) -> str:
+    """The config name of a timestep sampler object (its class decides)."""
+    for cls, name in ((LossSecondMomentResampler, "loss-second-moment"), (UniformSampler, "uniform")):
+        if isinstance(sampler, cls):
+            return name
+    raise ConfigError(f"cannot record the timestep sampler {type(sampler).__name__} in a config: use "
+                      "'uniform', 'loss-second-moment' or an instance of UniformSampler / LossSecondMomentResampler")
+
+
+def _config_for(base: ExperimentConfig | None, spec, diffusion_config: DiffusionConfig | None, data_name,
+                hyper: dict) -> ExperimentConfig:
+    """The config of a Trainer: ``base`` (or the defaults, for a Trainer built by hand) with the model and
+    diffusion it really trains and the hyper-parameters given to it. Refuses a model that does not fit the
+    task the config describes (a variance output without a learned variance, labels without class_cond)."""
+    kind, architecture = spec if spec is not None else (None, None)
+    if base is None:
+        known = data_name in IMAGE_DATASETS + TOY_DATASETS
+        d = ExperimentConfig(model_kind=None, model=None, data=None).to_dict()
+        d["data"] = data_name if known else None
+    else:
+        d = base.to_dict()
+    d.update(model_kind=kind, model=_plain(architecture),
+             diffusion=diffusion_config.to_dict() if diffusion_config is not None else None,
+             **{k: _plain(v) for k, v in hyper.items()})
+    config = ExperimentConfig.from_dict(d)
+    if architecture is not None and config.model != architecture:
+        diffs = [f"{f.name}: the model has {getattr(architecture, f.name)!r}, the task needs "
+                 f"{getattr(config.model, f.name)!r}" for f in dataclasses.fields(architecture)
+                 if getattr(architecture, f.name) != getattr(config.model, f.name)]
+        raise ConfigError(f"the {kind} model does not fit this training task ({'; '.join(diffs)}): build it for "
+                          "the diffusion's var_type (learn_sigma) and for class_cond (num_classes)")
+    return config
 
 
 # --------------------------------------------------------------------------- trainer
@@ -291,14 +303,14 @@ class Trainer:
     ``loss_history`` (= ``history["loss"]``), ``logs`` (the last step's), ``rank``, ``world_size``.
     """
 
-    def __init__(self, model: torch.nn.Module, diffusion, data, *, objective: str | None = None,
-                 batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0, ema_decay: float = 0.999,
-                 grad_clip: float | None = 1.0, schedule_sampler: str | ScheduleSampler = "uniform",
-                 class_cond: bool | None = None, label_dropout: float = 0.0, num_classes: int | None = None,
-                 seed: int = 0, device: str | torch.device | None = None, mixed_precision: str = "auto",
-                 checkpoint_path: str | os.PathLike | None = None, save_every: int | None = None,
-                 keep_previous: bool = True, callbacks: Iterable[Callback] = (), progress: bool = True,
-                 config: ExperimentConfig | dict | None = None):
+    def __init__(self, model: torch.nn.Module, diffusion, data, *, config: ExperimentConfig | dict | None = None,
+                 objective: str | None = None, num_classes: int | None = None,
+                 device: str | torch.device | None = None, checkpoint_path: str | os.PathLike | None = None,
+                 keep_previous: bool = True, callbacks: Iterable[Callback] = (), progress: bool = True, **hyper):
+        unknown = sorted(set(hyper) - set(TRAINING_FIELDS))
+        if unknown:
+            raise TypeError(f"Trainer got unknown arguments {unknown}; its hyper-parameters are "
+                            f"{', '.join(TRAINING_FIELDS)}")
         self.rank, self.world_size = init_distributed(device)
         if self.world_size > 1:
             device = _distributed_device(device)
@@ -307,40 +319,43 @@ class Trainer:
         self.device = device
 
         # ---- what to optimise
+        sampler = hyper.pop("schedule_sampler", None)
+        if isinstance(sampler, str):
+            hyper["schedule_sampler"] = sampler
+        elif sampler is not None:
+            hyper["schedule_sampler"] = _sampler_name(sampler)
         if isinstance(diffusion, DiffusionConfig):
-            self.diffusion_config = diffusion
-            diffusion = diffusion.build()
+            diffusion_config, diffusion = diffusion, diffusion.build()
         else:
-            self.diffusion_config = DiffusionConfig.from_diffusion(diffusion)
+            diffusion_config = DiffusionConfig.from_diffusion(diffusion)
         self.diffusion = diffusion
         spec = model_spec(model)
         if objective is None:
             objective = "classifier" if spec is not None and spec[0] == "classifier" else "diffusion"
         if objective not in ("diffusion", "classifier"):
             raise ValueError(f"unknown objective {objective!r}: choose 'diffusion' or 'classifier'")
+        base = ExperimentConfig.from_dict(config) if isinstance(config, dict) else config
         if isinstance(data, str):
-            data = load_data(data, seed=seed)
+            data = load_data(data, seed=hyper.get("seed", base.seed if base is not None else 0))
         self.source = _Source(data, device)
         model_classes = getattr(model, "num_classes", None)
-        if class_cond is None:
-            class_cond = objective == "diffusion" and model_classes is not None
-        num_classes = num_classes or model_classes or self.source.num_classes
+        if base is None and "class_cond" not in hyper:
+            hyper["class_cond"] = objective == "diffusion" and model_classes is not None
+        self.config = _config_for(base, spec, diffusion_config, self.source.name, hyper)
+        self.num_classes = num_classes or model_classes or self.source.num_classes
         if objective == "classifier":
             self.objective = ClassifierObjective(diffusion)
         else:
-            self.objective = DiffusionObjective(diffusion, bool(class_cond), num_classes, label_dropout)
-        self.class_cond, self.label_dropout, self.num_classes = bool(class_cond), label_dropout, num_classes
+            self.objective = DiffusionObjective(diffusion, self.class_cond, self.num_classes, self.label_dropout)
 
-        # ---- hyper-parameters
-        if batch_size % self.world_size:
-            raise ValueError(f"batch_size {batch_size} must divide by the number of processes {self.world_size}")
-        if batch_size > len(self.source):
-            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({len(self.source)} examples)")
-        self.batch_size, self.local_batch_size = batch_size, batch_size // self.world_size
-        self.lr, self.weight_decay, self.ema_decay, self.grad_clip = lr, weight_decay, ema_decay, grad_clip
-        self.seed = seed
+        # ---- the run
+        if self.batch_size % self.world_size:
+            raise ValueError(f"batch_size {self.batch_size} must divide by the number of processes {self.world_size}")
+        if self.batch_size > len(self.source):
+            raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({len(self.source)} examples)")
+        self.local_batch_size = self.batch_size // self.world_size
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-        self.save_every, self.keep_previous = save_every, keep_previous
+        self.keep_previous = keep_previous
         self.callbacks = list(callbacks)
         self.progress = progress
 
@@ -359,25 +374,29 @@ class Trainer:
             self._net = self.model
         # fused kernels on CUDA; elsewhere the multi-tensor (foreach) version, faster than one op per tensor
         fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, **fast)
-        if isinstance(schedule_sampler, str):
-            schedule_sampler = create_named_schedule_sampler(schedule_sampler, diffusion.num_timesteps)
-        self.sampler = schedule_sampler
-        self._learning_sampler = type(schedule_sampler).update_with_local_losses is not \
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, **fast)
+        if sampler is None or isinstance(sampler, str):
+            sampler = create_named_schedule_sampler(self.config.schedule_sampler, diffusion.num_timesteps)
+        self.sampler = sampler
+        self._learning_sampler = type(sampler).update_with_local_losses is not \
             ScheduleSampler.update_with_local_losses
-        self.mixed_precision = mixed_precision
-        self._autocast_dtype, self.scaler = self._precision(mixed_precision)
+        self._autocast_dtype, self.scaler = self._precision(self.mixed_precision)
 
         # ---- random streams: t (CPU) and noise / label dropout (on the device), the same on every process
-        self._t_generator = torch.Generator().manual_seed(seed)
-        self._noise_generator = torch.Generator(device=device).manual_seed(seed + 0x9E3779B9)
+        self._t_generator = torch.Generator().manual_seed(self.seed)
+        self._noise_generator = torch.Generator(device=device).manual_seed(self.seed + 0x9E3779B9)
 
         self.step = 0
         self.history: dict[str, list[float]] = {"loss": []}
         self.logs: dict[str, float] = {}
-        self._config = self._make_config(config, spec)
         self._pending_save = False
         self._interrupt_requested = self._stop_agreed = False
+
+    def __getattr__(self, name: str):
+        """The hyper-parameters (``trainer.lr``, ``trainer.batch_size``, ...) are read from :attr:`config`."""
+        if name in TRAINING_FIELDS and "config" in self.__dict__:
+            return getattr(self.__dict__["config"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ---------------------------------------------------------------- construction from configs and files
     @classmethod
@@ -406,13 +425,8 @@ class Trainer:
                 if world_size > 1 and rank == 0:
                     dist.barrier()
         torch.manual_seed(config.seed * 7919 + rank)  # model dropout: a different stream on each process
-        args = dict(objective=config.objective, batch_size=config.batch_size, lr=config.lr,
-                    weight_decay=config.weight_decay, ema_decay=config.ema_decay, grad_clip=config.grad_clip,
-                    schedule_sampler=config.schedule_sampler, class_cond=config.class_cond,
-                    label_dropout=config.label_dropout, num_classes=config.num_classes, seed=config.seed,
-                    mixed_precision=config.mixed_precision, save_every=config.save_every)
-        args.update(kwargs)
-        return cls(model, config.diffusion, data, device=device, config=config, **args)
+        kwargs.setdefault("objective", config.objective)
+        return cls(model, config.build_diffusion(), data, device=device, config=config, **kwargs)
 
     @classmethod
     def resume(cls, path: str | os.PathLike, data=None, *, device=None, root=None, download: bool = False,
@@ -424,6 +438,8 @@ class Trainer:
         state = load_checkpoint(path)
         try:
             config = ExperimentConfig.from_dict(state["config"])
+            if config.model is None or config.diffusion is None:
+                raise ConfigError("it records no buildable model or diffusion")
         except (ConfigError, TypeError, KeyError) as err:
             raise CheckpointError(f"{path} was saved by a Trainer built by hand ({err}): build the same model "
                                   "and Trainer, then call trainer.load(path)") from None
@@ -432,36 +448,11 @@ class Trainer:
         trainer.load_state(state, path)
         return trainer
 
-    def _make_config(self, config, spec) -> dict:
-        """The plain dict stored in checkpoints: the given config, updated with what this trainer really uses."""
-        if isinstance(config, ExperimentConfig):
-            d = config.to_dict()
-        else:
-            d = dict(config or {})
-        kind, model_dict = spec if spec is not None else (None, None)
-        d.update(model_kind=kind, model=model_dict,
-                 diffusion=self.diffusion_config.to_dict() if self.diffusion_config else None,
-                 class_cond=self.class_cond, label_dropout=self.label_dropout, batch_size=self.batch_size,
-                 lr=self.lr, weight_decay=self.weight_decay, ema_decay=self.ema_decay, grad_clip=self.grad_clip,
-                 mixed_precision=self.mixed_precision, seed=self.seed)
-        if isinstance(self.sampler, ScheduleSampler):
-            names = {"UniformSampler": "uniform", "LossSecondMomentResampler": "loss-second-moment"}
-            d["schedule_sampler"] = names.get(type(self.sampler).__name__, type(self.sampler).__name__)
-        if self.save_every:
-            d["save_every"] = self.save_every
-        d.setdefault("data", self.source.name)
-        return _plain(d)
-
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self._params)
-        return (f"Trainer({self._config.get('name', 'custom')}, {self.objective.name}, step {self.step}, "
+        return (f"Trainer({self.config.name}, {self.objective.name}, step {self.step}, "
                 f"{type(self.model).__name__} with {params / 1e6:.2f}M parameters, batch {self.batch_size}, "
                 f"lr {self.lr:g}, device {self.device}, world size {self.world_size})")
-
-    @property
-    def config(self) -> dict:
-        """The configuration stored in checkpoints, as a plain dict."""
-        return copy.deepcopy(self._config)
 
     @property
     def loss_history(self) -> list[float]:
@@ -708,7 +699,7 @@ class Trainer:
     def state_dict(self, rng: dict | None = None, collective: bool = True) -> dict:
         """Everything a checkpoint holds (tensors and plain containers)."""
         return {
-            "format": FORMAT, "version": VERSION, "step": self.step, "config": self.config,
+            "format": FORMAT, "version": VERSION, "step": self.step, "config": self.config.to_dict(),
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -758,7 +749,7 @@ class Trainer:
             raise CheckpointError(f"{path} is an exported sampling-only checkpoint (EMA weights, no optimizer "
                                   "state): it can be sampled from but not resumed; resume from the training "
                                   "checkpoint instead")
-        check_compatible(state.get("config"), self._config, path)
+        check_compatible(state.get("config"), self.config.to_dict(), path)
         load_state_dict_checked(self.model, state["model"], "model", path)
         load_state_dict_checked(self.ema, state["ema"] if state.get("ema") is not None else state["model"], "EMA", path)
         try:

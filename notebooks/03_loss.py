@@ -34,9 +34,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting
+from ddpm_lite import GaussianDiffusion, get_betas
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_normal_kl, check_simple_loss
 from ddpm_lite.data import load_dataset
-from ddpm_lite.exercises import check_normal_kl, check_simple_loss
 from ddpm_lite.losses import mean_flat
 from ddpm_lite.runtime import default_device, fast_mode, pick
 

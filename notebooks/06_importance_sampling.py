@@ -33,15 +33,16 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas, plotting
+from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_importance_sampler_weights
+from ddpm_lite.course.widgets import LiveLossPlot
 from ddpm_lite.data import load_dataset
-from ddpm_lite.exercises import check_importance_sampler_weights
 from ddpm_lite.metrics import bits_per_dim
 from ddpm_lite.models import MLPDenoiser
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
 from ddpm_lite.train import Trainer
-from ddpm_lite.widgets import LiveLossPlot
 
 device = default_device()  # the bound of the digits U-Net below takes 1000 network calls: faster on a GPU
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer images, shorter training. Learners get the full run.

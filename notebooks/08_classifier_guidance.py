@@ -32,19 +32,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting, respace
-from ddpm_lite.analytic import GaussianMixture
+from ddpm_lite import GaussianDiffusion, get_betas, respace
 from ddpm_lite.configs import ExperimentConfig
+from ddpm_lite.course import plotting
+from ddpm_lite.course.analytic import GaussianMixture
+from ddpm_lite.course.evaluate import sample_quality
+from ddpm_lite.course.exercises import check_guided_mean
+from ddpm_lite.course.widgets import GuidanceExplorer
 from ddpm_lite.data import load_dataset
-from ddpm_lite.evaluate import sample_quality
-from ddpm_lite.exercises import check_guided_mean
 from ddpm_lite.guidance import ClassifierFreeGuidance, classifier_cond_fn
 from ddpm_lite.images import make_grid
 from ddpm_lite.metrics import extract_features, load_digits_feature_net
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
 from ddpm_lite.train import Trainer
-from ddpm_lite.widgets import GuidanceExplorer
 
 device = default_device()  # sampling with guidance runs the model and the classifier's backward pass at every step
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples, scales and steps. Learners get the full run.
@@ -102,8 +103,9 @@ grad_log_p = classifier_cond_fn(mixture.classifier(diffusion_2d), scale=1.0)
 
 
 @torch.no_grad()
-def guided_sample_2d(scale, n=pick(2000, 500), y=0, seed=0):
+def guided_sample_2d(scale, n=None, y=0, seed=0):
     """Algorithm 1, written out: x_T ~ N(0, I), then x_{t-1} ~ N(mu + s Sigma grad, Sigma)."""
+    n = n or pick(2000, 500)
     g = torch.Generator().manual_seed(seed)
     labels = torch.full((n,), y)
     x = torch.randn(n, 2, generator=g)

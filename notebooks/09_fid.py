@@ -33,16 +33,21 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ddpm_lite import plotting
+from ddpm_lite.course import plotting
+from ddpm_lite.course.evaluate import add_noise
+from ddpm_lite.course.exercises import check_frechet_distance, check_frechet_distance_diag
+from ddpm_lite.course.widgets import FIDExplorer
 from ddpm_lite.data import load_dataset
-from ddpm_lite.evaluate import add_noise
-from ddpm_lite.exercises import check_frechet_distance, check_frechet_distance_diag
-from ddpm_lite.metrics import (digits_feature_net_note, extract_features, feature_statistics, fid_from_features,
-                               load_digits_feature_net)
+from ddpm_lite.metrics import (
+    digits_feature_net_note,
+    extract_features,
+    feature_statistics,
+    fid_from_features,
+    load_digits_feature_net,
+)
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.train import generate
-from ddpm_lite.widgets import FIDExplorer
+from ddpm_lite.sampling import generate
 
 device = default_device()  # sampling from the digits model is the only heavy part
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples and step counts. Learners get the full run.

@@ -41,17 +41,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import plotting, respace, space_timesteps
+from ddpm_lite import respace, space_timesteps
 from ddpm_lite.configs import ExperimentConfig
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_ddim_step, check_respaced_betas
+from ddpm_lite.course.fast_sampling import sampling_sweep
+from ddpm_lite.course.widgets import FastSamplingExplorer
 from ddpm_lite.data import load_dataset
-from ddpm_lite.exercises import check_ddim_step, check_respaced_betas
-from ddpm_lite.fast_sampling import sampling_sweep
 from ddpm_lite.images import make_grid
 from ddpm_lite.metrics import bits_per_dim, load_digits_feature_net, reference_statistics
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
 from ddpm_lite.train import Trainer
-from ddpm_lite.widgets import FastSamplingExplorer
 
 device = default_device()  # timings below are of this device: a GPU is much faster, the shape of the curves is not
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples and steps. Learners get the full run.

@@ -14,9 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/chromium.py
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium (Debian's, driven by Playwright) for the browser tests of the session."""
-    from playwright.sync_api import sync_playwright
-
     import chromium
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = chromium.launch(p)
@@ -27,7 +26,7 @@ def browser():
 @pytest.fixture
 def small_pngs(monkeypatch):
     """Widgets render their figures at 30 dpi: the same code paths, far fewer pixels to encode."""
-    from ddpm_lite import widgets
+    from ddpm_lite.course import widgets
 
     monkeypatch.setattr(widgets.FigureWidget, "dpi", 30)
 

@@ -8,10 +8,16 @@ import torch
 
 from ddpm_lite import GaussianDiffusion, get_betas
 from ddpm_lite import checkpoint as ckpt
-from ddpm_lite.checkpoint import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError,
-                                  export_checkpoint, load_checkpoint, load_model, previous_path)
-from ddpm_lite.configs import (ConfigError, DiffusionConfig, ExperimentConfig, build_model, model_spec,
-                               preset_names)
+from ddpm_lite.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    export_checkpoint,
+    load_checkpoint,
+    load_model,
+    previous_path,
+)
+from ddpm_lite.configs import ConfigError, DiffusionConfig, ExperimentConfig, build_model, model_spec, preset_names
 from ddpm_lite.train import Trainer
 
 TINY = {"model.model_channels": 16, "model.num_res_blocks": 1, "model.num_head_channels": 16,
@@ -190,8 +196,8 @@ def test_presets_round_trip_and_build(name):
 def test_preset_contents():
     digits, cond, clf = (ExperimentConfig.preset(n) for n in ("digits", "digits_cond", "digits_classifier"))
     assert digits.diffusion == DiffusionConfig("cosine", 1000, "eps", "learned_range", "simple")
-    assert digits.model["learn_sigma"] and digits.model["num_classes"] is None and not digits.class_cond
-    assert cond.class_cond and cond.label_dropout == 0.1 and cond.model["num_classes"] == 10
+    assert digits.model.learn_sigma and digits.model.num_classes is None and not digits.class_cond
+    assert cond.class_cond and cond.label_dropout == 0.1 and cond.model.num_classes == 10
     assert clf.objective == "classifier" and clf.num_classes == 10
     assert ExperimentConfig.preset("toy").model_kind == "mlp"
 
@@ -204,15 +210,15 @@ def test_unknown_preset_lists_the_known_ones():
 def test_overrides_and_data():
     cfg = ExperimentConfig.preset("digits").override(
         ["lr=3e-4", "grad_clip=null", "model.model_channels=32", "diffusion.schedule=linear"])
-    assert (cfg.lr, cfg.grad_clip, cfg.model["model_channels"], cfg.diffusion.schedule) == (3e-4, None, 32, "linear")
+    assert (cfg.lr, cfg.grad_clip, cfg.model.model_channels, cfg.diffusion.schedule) == (3e-4, None, 32, "linear")
     fixed = cfg.override(["diffusion.var_type=fixed_small"])
-    assert fixed.model["learn_sigma"] is False  # the diffusion decides the output width
+    assert fixed.model.learn_sigma is False  # the diffusion decides the output width
     with pytest.raises(ConfigError, match="unknown config key"):
         cfg.override(["model.channels=3"])
     with pytest.raises(ConfigError, match="key=value"):
         cfg.override(["lr"])
     mnist = ExperimentConfig.preset("digits_cond").with_data("mnist")
-    assert mnist.model["image_size"] == 28 and mnist.model["num_classes"] == 10 and mnist.model["learn_sigma"]
+    assert mnist.model.image_size == 28 and mnist.model.num_classes == 10 and mnist.model.learn_sigma
     assert ExperimentConfig.preset("toy").with_data("moons").data == "moons"
     with pytest.raises(ConfigError, match="--preset toy"):
         ExperimentConfig.preset("digits").with_data("moons")

@@ -15,6 +15,7 @@ from ddpm_lite.train import Trainer
 WORKER = Path(__file__).with_name("ddp_worker.py")
 sys.path.insert(0, str(WORKER.parent))
 from ddp_worker import points  # noqa: E402  (the data both runs train on)
+
 CHANGES = {"diffusion.num_timesteps": "50", "model.hidden": "32", "batch_size": "64"}
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

@@ -8,13 +8,23 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite import plotting  # noqa: E402
+from ddpm_lite.course import plotting  # noqa: E402
+from ddpm_lite.course.evaluate import add_noise, degrade, drop_classes, gaussian_blur, sample_quality  # noqa: E402
 from ddpm_lite.data import load_dataset  # noqa: E402
-from ddpm_lite.evaluate import add_noise, degrade, drop_classes, gaussian_blur, sample_quality  # noqa: E402
-from ddpm_lite.metrics import (extract_features, fid_from_features, label_accuracy,  # noqa: E402
-                               load_digits_feature_net, precision_recall)
-from ddpm_lite.models import EncoderUNetModel, UNetConfig, UNetModel, count_parameters  # noqa: E402
-from ddpm_lite.models import timestep_embedding  # noqa: E402
+from ddpm_lite.metrics import (  # noqa: E402
+    extract_features,
+    fid_from_features,
+    label_accuracy,
+    load_digits_feature_net,
+    precision_recall,
+)
+from ddpm_lite.models import (  # noqa: E402
+    EncoderUNetModel,
+    UNetConfig,
+    UNetModel,
+    count_parameters,
+    timestep_embedding,  # noqa: E402
+)
 from ddpm_lite.models.summary import block_kind, unet_summary  # noqa: E402
 
 

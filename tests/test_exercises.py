@@ -6,9 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpm_lite import GaussianDiffusion, exercises
-from ddpm_lite.exercises import (EXERCISES, Case, Exercise, ExerciseError, Mistake, check_cosine_betas,
-                                 check_normal_kl, check_q_sample, check_simple_loss)
+from ddpm_lite import GaussianDiffusion
+from ddpm_lite.course import exercises
+from ddpm_lite.course.exercises import (
+    EXERCISES,
+    Case,
+    Exercise,
+    ExerciseError,
+    Mistake,
+    check_cosine_betas,
+    check_normal_kl,
+    check_q_sample,
+    check_simple_loss,
+)
 from ddpm_lite.losses import mean_flat, normal_kl
 from ddpm_lite.schedules import cosine_betas
 

@@ -5,9 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, exercises, get_betas
-from ddpm_lite.exercises import (EXERCISES, ExerciseError, check_importance_sampler_weights,
-                                 check_learned_range_log_variance, check_p_sample, check_q_posterior)
+from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas
+from ddpm_lite.course import exercises
+from ddpm_lite.course.exercises import (
+    EXERCISES,
+    ExerciseError,
+    check_importance_sampler_weights,
+    check_learned_range_log_variance,
+    check_p_sample,
+    check_q_posterior,
+)
 from ddpm_lite.schedules import cosine_betas
 
 

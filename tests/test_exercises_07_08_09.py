@@ -12,9 +12,15 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from ddpm_lite import GaussianDiffusion, exercises
-from ddpm_lite.exercises import (EXERCISES, check_frechet_distance, check_frechet_distance_diag, check_guided_mean,
-                                 check_timestep_embedding)
+from ddpm_lite import GaussianDiffusion
+from ddpm_lite.course import exercises
+from ddpm_lite.course.exercises import (
+    EXERCISES,
+    check_frechet_distance,
+    check_frechet_distance_diag,
+    check_guided_mean,
+    check_timestep_embedding,
+)
 from ddpm_lite.metrics.fid import frechet_distance as package_frechet_distance
 from ddpm_lite.models import timestep_embedding as package_timestep_embedding
 

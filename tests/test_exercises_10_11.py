@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from ddpm_lite import GaussianDiffusion, get_betas, respace, space_timesteps
-from ddpm_lite.exercises import (EXERCISES, ExerciseError, check_ddim_step, check_respaced_betas,
-                                 reference_ddim_step, reference_respaced_betas)
+from ddpm_lite.course.exercises import (
+    EXERCISES,
+    ExerciseError,
+    check_ddim_step,
+    check_respaced_betas,
+    reference_ddim_step,
+    reference_respaced_betas,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -221,8 +227,8 @@ def test_ddim_step_swapped_alphas_in_torch_or_math():
 # ---------------------------------------------------------------------- 11: the SNR of x_t in decibels
 def test_snr_db_reference_is_the_measured_snr():
     """10 log10 of the power of sqrt(alpha_bar) x0 over the power of the noise, measured on a long signal."""
-    from ddpm_lite.exercises import reference_snr_db
-    from ddpm_lite.waveforms import sine_tones
+    from ddpm_lite.course.exercises import reference_snr_db
+    from ddpm_lite.course.waveforms import sine_tones
 
     x0 = sine_tones(1, length=200_000, seed=0)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
@@ -232,7 +238,7 @@ def test_snr_db_reference_is_the_measured_snr():
 
 
 def test_snr_db_correct_variants_pass(capsys):
-    from ddpm_lite.exercises import check_snr_db
+    from ddpm_lite.course.exercises import check_snr_db
 
     def mine(x0, alpha_bar):
         power = (x0 ** 2).mean(dim=tuple(range(1, x0.ndim)))

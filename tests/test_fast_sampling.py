@@ -10,8 +10,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting, respace, space_timesteps  # noqa: E402
-from ddpm_lite.fast_sampling import SAMPLERS, Sweep, SweepPoint, sample_with, sampling_sweep, time_sampler  # noqa: E402
+from ddpm_lite import GaussianDiffusion, get_betas, respace, space_timesteps  # noqa: E402
+from ddpm_lite.course import plotting  # noqa: E402
+from ddpm_lite.course.fast_sampling import SAMPLERS, Sweep, SweepPoint, sample_with, sampling_sweep, time_sampler  # noqa: E402
 from ddpm_lite.metrics import compute_fid  # noqa: E402
 
 T = 40

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ddpm_lite import GaussianDiffusion, get_betas, respace
-from ddpm_lite.analytic import GaussianMixture
+from ddpm_lite.course.analytic import GaussianMixture
 from ddpm_lite.guidance import ClassifierFreeGuidance, classifier_cond_fn
 
 MEANS = [[-0.6, 0.0], [0.6, 0.0]]

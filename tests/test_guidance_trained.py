@@ -8,7 +8,8 @@ from ddpm_lite import GaussianDiffusion, get_betas
 from ddpm_lite.guidance import LabelBlind, classifier_cond_fn
 from ddpm_lite.models import MLPDenoiser
 from ddpm_lite.models.nn import timestep_embedding
-from ddpm_lite.train import Trainer, generate
+from ddpm_lite.sampling import generate
+from ddpm_lite.train import Trainer
 
 
 class NoisyPointClassifier(nn.Module):

@@ -1,13 +1,14 @@
 """The figure functions: what they draw is the package's own numbers."""
+import matplotlib
 import numpy as np
 import pytest
 import torch
-import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting  # noqa: E402
+from ddpm_lite import GaussianDiffusion, get_betas  # noqa: E402
+from ddpm_lite.course import plotting  # noqa: E402
 from ddpm_lite.losses import mean_flat, normal_kl  # noqa: E402
 
 T = 100

@@ -1,16 +1,29 @@
-"""ddpm_lite.reverse, ddpm_lite.variance and the figures of notebooks 02, 04 and 06."""
+"""ddpm_lite.course.reverse_process, ddpm_lite.course.learned_variance and the figures of notebooks 02, 04 and 06."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting, respace
-from ddpm_lite.analytic import GaussianMixture
-from ddpm_lite.reverse import (gaussian_fit, gaussian_fit_kl, mixture_pdf, nearest_distance,
-                               reverse_step_mixture, sample_trajectory, trajectory_distances)
-from ddpm_lite.variance import (MeanOnly, interpolation_weights, log_variance_bounds, sigma_from_v,
-                                with_variance)
+from ddpm_lite import GaussianDiffusion, get_betas, respace
+from ddpm_lite.course import plotting
+from ddpm_lite.course.analytic import GaussianMixture
+from ddpm_lite.course.learned_variance import (
+    MeanOnly,
+    interpolation_weights,
+    log_variance_bounds,
+    sigma_from_v,
+    with_variance,
+)
+from ddpm_lite.course.reverse_process import (
+    gaussian_fit,
+    gaussian_fit_kl,
+    mixture_pdf,
+    nearest_distance,
+    reverse_step_mixture,
+    sample_trajectory,
+    trajectory_distances,
+)
 
 
 # ---------------------------------------------------------------------- reverse.py

@@ -10,10 +10,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting  # noqa: E402
+from ddpm_lite import GaussianDiffusion, get_betas  # noqa: E402
+from ddpm_lite.course import plotting  # noqa: E402
+from ddpm_lite.course.waveforms import dominant_frequency, sine_tones, spectrogram  # noqa: E402
 from ddpm_lite.models.wave import WaveDenoiser, receptive_field  # noqa: E402
 from ddpm_lite.train import Trainer  # noqa: E402
-from ddpm_lite.waveforms import dominant_frequency, sine_tones, spectrogram  # noqa: E402
 
 
 def randomize_output(model: WaveDenoiser, seed: int = 0) -> WaveDenoiser:
@@ -208,7 +209,7 @@ def test_denoiser_is_a_module():
 
 # ---------------------------------------------------------------------- SNR, purity, audio
 def test_snr_db():
-    from ddpm_lite.waveforms import snr_db
+    from ddpm_lite.course.waveforms import snr_db
 
     x0 = torch.ones(2, 1, 10) * torch.tensor([1.0, 0.5]).reshape(2, 1, 1)
     np.testing.assert_allclose(snr_db(x0, 0.5).numpy(), [0.0, 10 * math.log10(0.25)])
@@ -216,7 +217,7 @@ def test_snr_db():
 
 
 def test_tone_purity():
-    from ddpm_lite.waveforms import NOTES, tone_purity
+    from ddpm_lite.course.waveforms import NOTES, tone_purity
 
     notes = list(NOTES.values())
     x = sine_tones(8, length=2048, max_tones=2, frequencies=notes, seed=0)
@@ -230,7 +231,7 @@ def test_wav_bytes_round_trip():
     import io
     import wave
 
-    from ddpm_lite.waveforms import wav_bytes
+    from ddpm_lite.course.waveforms import wav_bytes
 
     x = torch.tensor([0.0, 0.25, -0.5, 0.1])
     with wave.open(io.BytesIO(wav_bytes(x, 8000)), "rb") as w:
@@ -242,7 +243,7 @@ def test_wav_bytes_round_trip():
 
 
 def test_waveform_explorer_figure():
-    from ddpm_lite.waveforms import snr_db
+    from ddpm_lite.course.waveforms import snr_db
 
     d = GaussianDiffusion(get_betas("cosine", 100))
     x0 = sine_tones(1, length=400, seed=0)[0]

@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite import plotting, widgets  # noqa: E402
-from ddpm_lite.widgets import ForwardNoisingExplorer, ScheduleExplorer  # noqa: E402
+from ddpm_lite.course import plotting, widgets  # noqa: E402
+from ddpm_lite.course.widgets import ForwardNoisingExplorer, ScheduleExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ddpm_lite import GaussianDiffusion, get_betas  # noqa: E402
-from ddpm_lite.widgets import LiveLossPlot, SamplingTrajectoryExplorer, VarianceExplorer  # noqa: E402
+from ddpm_lite.course.widgets import LiveLossPlot, SamplingTrajectoryExplorer, VarianceExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,11 +8,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ddpm_lite.course.evaluate import degrade, sample_quality  # noqa: E402
+from ddpm_lite.course.widgets import FIDExplorer, GuidanceExplorer, TrainingMonitor, UNetExplorer  # noqa: E402
 from ddpm_lite.data import load_dataset  # noqa: E402
-from ddpm_lite.evaluate import degrade, sample_quality  # noqa: E402
 from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net  # noqa: E402
 from ddpm_lite.models import UNetConfig, UNetModel, count_parameters  # noqa: E402
-from ddpm_lite.widgets import FIDExplorer, GuidanceExplorer, TrainingMonitor, UNetExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

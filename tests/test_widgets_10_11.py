@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite import widgets  # noqa: E402
-from ddpm_lite.fast_sampling import Sweep, SweepPoint  # noqa: E402
-from ddpm_lite.widgets import FastSamplingExplorer  # noqa: E402
+from ddpm_lite.course import widgets  # noqa: E402
+from ddpm_lite.course.fast_sampling import Sweep, SweepPoint  # noqa: E402
+from ddpm_lite.course.widgets import FastSamplingExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -96,7 +96,7 @@ def test_display(explorer, monkeypatch):
 @pytest.fixture
 def wave_explorer():
     from ddpm_lite import GaussianDiffusion, get_betas
-    from ddpm_lite.waveforms import sine_tones
+    from ddpm_lite.course.waveforms import sine_tones
 
     return widgets.WaveformNoisingExplorer(GaussianDiffusion(get_betas("cosine", 50)), sine_tones(1, length=512)[0],
                                            8000, t=0)
@@ -110,7 +110,7 @@ def test_wave_explorer_initial_render(wave_explorer):
 
 
 def test_wave_explorer_t_slider(wave_explorer):
-    from ddpm_lite.waveforms import wav_bytes
+    from ddpm_lite.course.waveforms import wav_bytes
 
     before, sound = wave_explorer.image.value, wave_explorer.audio.value
     wave_explorer.t.value = 40

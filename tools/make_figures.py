@@ -23,9 +23,9 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -40,15 +40,15 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas  # noqa: E402
-from ddpm_lite import plotting  # noqa: E402
+from ddpm_lite.course import plotting  # noqa: E402
+from ddpm_lite.course.learned_variance import MeanOnly, with_variance  # noqa: E402
 from ddpm_lite.data import load_dataset, toy_2d  # noqa: E402
 from ddpm_lite.guidance import LabelBlind, classifier_cond_fn  # noqa: E402
 from ddpm_lite.metrics import extract_features, label_accuracy, load_digits_feature_net  # noqa: E402
 from ddpm_lite.metrics.fid import fid_from_features  # noqa: E402
 from ddpm_lite.models import UNetConfig, UNetModel, count_parameters  # noqa: E402
 from ddpm_lite.pretrained import load_pretrained  # noqa: E402
-from ddpm_lite.train import generate  # noqa: E402
-from ddpm_lite.variance import MeanOnly, with_variance  # noqa: E402
+from ddpm_lite.sampling import generate  # noqa: E402
 
 ASSETS = ROOT / "assets"
 MANIFEST = "figures.json"
@@ -98,14 +98,14 @@ def _digit(label: int = 2, size: str = "digits16") -> torch.Tensor:
     return ds.images[int((ds.labels == label).nonzero()[0])][None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shipped(name: str):
     """(model, diffusion) of a shipped digits checkpoint (ddpm_lite/checkpoints, `make checkpoints`), on the CPU."""
     model, diffusion, _ = load_pretrained(name, device="cpu")
     return model, diffusion
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits_vb_terms(n: int = 64) -> tuple[np.ndarray, float]:
     """Terms L_t (bits/dim), (n, T) with column t = L_t, and the mean prior term L_T, of the shipped digits model
     on the first ``n`` test digits: every one of the 1000 terms of the bound."""
@@ -464,7 +464,7 @@ def fig_unet(preset: str = "digits16"):
 
 @figure("guidance", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_classifier')",
                           "guidance.classifier_cond_fn", "guidance.LabelBlind",
-                          "train.generate (respaced, Algorithm 1)",
+                          "sampling.generate (respaced, Algorithm 1)",
                           "metrics.label_accuracy (shipped digits feature net)"])
 def fig_guidance():
     """Algorithm 1 on digits: the shipped unconditional U-Net steered by the shipped noisy classifier towards the
@@ -485,7 +485,7 @@ def fig_guidance():
     return fig
 
 
-@figure("fid_steps", uses=["pretrained.load_pretrained('digits')", "train.generate (respace, DDIM)",
+@figure("fid_steps", uses=["pretrained.load_pretrained('digits')", "sampling.generate (respace, DDIM)",
                            "variance.with_variance", "variance.MeanOnly", "metrics.load_digits_feature_net",
                            "metrics.fid_from_features"])
 def fig_fid_steps():
@@ -520,7 +520,7 @@ def fig_fid_steps():
 
 
 @figure("samples", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_cond')",
-                         "train.generate (100 respaced ancestral steps)", "metrics.label_accuracy"])
+                         "sampling.generate (100 respaced ancestral steps)", "metrics.label_accuracy"])
 def fig_samples():
     """What the shipped checkpoints draw (2,000 training steps on a CPU, `make checkpoints`): the unconditional
     digits model, and the class-conditional one with the label of each column, 100 respaced steps."""

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import model_device
+
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DIGITS_CHECKPOINT = CHECKPOINT_DIR / "digits_features.pt"
 DIGITS_NOTE = CHECKPOINT_DIR / "digits_features.json"
@@ -264,8 +266,7 @@ def label_accuracy(images, labels, classifier=None, batch_size: int = 512,
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
     module = classifier if isinstance(classifier, nn.Module) else None
     if device is None:
-        device = next((p.device for p in module.parameters()), torch.device("cpu")) if module is not None \
-            else torch.device("cpu")
+        device = model_device(classifier)
     was_training = module is not None and module.training
     if module is not None:
         module.eval()

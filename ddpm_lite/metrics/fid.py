@@ -44,6 +44,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..runtime import model_device
+
 PREPROCESSING_VERSION = 1  # how images reach the extractor (float32 in [-1, 1], (B, C, H, W)); bump on change
 CACHE_FORMAT = 1
 SYMMETRY_TOLERANCE = 1e-5  # relative to max |sigma|
@@ -194,7 +196,7 @@ def extract_features(images, extractor, batch_size: int = 256, device: torch.dev
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else _module_device(extractor)
+    device = torch.device(device) if device is not None else model_device(extractor)
     was_training = isinstance(extractor, nn.Module) and extractor.training
     if isinstance(extractor, nn.Module):
         extractor.eval()
@@ -286,7 +288,8 @@ def statistics_key(dataset, dataset_name: str, split: str, extractor: nn.Module)
     }
 
 
-def reference_statistics(dataset_name: str, split: str, extractor: nn.Module, cache_dir: str | os.PathLike | None = None,
+def reference_statistics(dataset_name: str, split: str, extractor: nn.Module,
+                         cache_dir: str | os.PathLike | None = None,
                          batch_size: int = 256, device: torch.device | str | None = None, progress: bool = False,
                          root: str | os.PathLike | None = None, refresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` of a dataset split's features, cached in ``cache_dir`` (default :func:`default_cache_dir`).
@@ -377,15 +380,6 @@ def _as_statistics(reference) -> tuple[np.ndarray, np.ndarray] | None:
         if np.ndim(a) == 1 and np.ndim(b) == 2:
             return _vector(a, "mu"), _covariance(b, "sigma")
     return None
-
-
-def _module_device(module) -> torch.device:
-    if isinstance(module, nn.Module):
-        for tensor in module.parameters():
-            return tensor.device
-        for tensor in module.buffers():
-            return tensor.device
-    return torch.device("cpu")
 
 
 def _num_images(images) -> int | None:

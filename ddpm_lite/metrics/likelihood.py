@@ -11,6 +11,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..runtime import model_device
+
 
 def bits_per_dim(diffusion, model, images, batch_size: int = 64, model_kwargs_fn=None, progress: bool = True,
                  clip_denoised: bool = True, device: torch.device | str | None = None,
@@ -44,7 +46,7 @@ def bits_per_dim(diffusion, model, images, batch_size: int = 64, model_kwargs_fn
     if n == 0:
         raise ValueError("no images")
     if device is None:
-        device = next((p.device for p in getattr(model, "parameters", list)()), torch.device("cpu"))
+        device = model_device(model)
     totals, priors, vbs, xstart_mses, mses = [], [], [], [], []
     with tqdm(total=n, desc="bits/dim", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):

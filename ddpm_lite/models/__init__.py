@@ -8,7 +8,7 @@
 
 from .classifier import AttentionPool2d, EncoderUNetModel, NoisyClassifier
 from .config import UNetConfig
-from .mlp import MLPDenoiser
+from .mlp import MLPConfig, MLPDenoiser
 from .nn import count_parameters, group_count, normalization, timestep_embedding, zero_module
 from .unet import AttentionBlock, ResBlock, UNetModel
 
@@ -16,6 +16,7 @@ __all__ = [
     "AttentionBlock",
     "AttentionPool2d",
     "EncoderUNetModel",
+    "MLPConfig",
     "MLPDenoiser",
     "NoisyClassifier",
     "ResBlock",

@@ -95,6 +95,9 @@ class UNetConfig:
     learn_sigma: bool = False
 
     def __post_init__(self) -> None:
+        from ..configs import check_field_types
+
+        check_field_types(self, "model")
         self.channel_mult = tuple(self.channel_mult)
         self.attention_resolutions = tuple(self.attention_resolutions)
         self.validate()

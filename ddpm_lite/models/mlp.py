@@ -6,11 +6,50 @@ a small MLP, added inside every residual block.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .nn import check_timesteps, timestep_embedding
+
+
+@dataclass
+class MLPConfig:
+    """Architecture of :class:`MLPDenoiser` (the fields are its constructor's arguments)."""
+
+    data_dim: int = 2
+    hidden: int = 128
+    num_layers: int = 3
+    time_embed_dim: int = 64
+    out_mult: int = 1
+
+    def __post_init__(self) -> None:
+        from ..configs import check_field_types
+
+        check_field_types(self, "model")
+        for name in ("data_dim", "hidden", "num_layers", "time_embed_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_embed_dim % 2:
+            raise ValueError(f"time_embed_dim must be even (sines and cosines), got {self.time_embed_dim}")
+        if self.out_mult not in (1, 2):
+            raise ValueError(f"out_mult must be 1 (eps) or 2 (eps and v), got {self.out_mult}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown MLPConfig fields {extra}; known fields: {sorted(known)}")
+        return cls(**d)
 
 
 class _MLPBlock(nn.Module):
@@ -48,8 +87,7 @@ class MLPDenoiser(nn.Module):
         out_mult: int = 1,
     ):
         super().__init__()
-        if out_mult not in (1, 2):
-            raise ValueError(f"out_mult must be 1 (eps) or 2 (eps and v), got {out_mult}")
+        self.config = MLPConfig(data_dim, hidden, num_layers, time_embed_dim, out_mult)  # validates
         self.data_dim, self.time_embed_dim, self.out_mult = data_dim, time_embed_dim, out_mult
         self.time_embed = nn.Sequential(
             nn.Linear(time_embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
@@ -57,6 +95,10 @@ class MLPDenoiser(nn.Module):
         self.inp = nn.Linear(data_dim, hidden)
         self.blocks = nn.ModuleList(_MLPBlock(hidden) for _ in range(num_layers))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, data_dim * out_mult))
+
+    @classmethod
+    def from_config(cls, config: MLPConfig) -> MLPDenoiser:
+        return cls(**config.to_dict())
 
     @property
     def learn_sigma(self) -> bool:

@@ -34,11 +34,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting
+from ddpm_lite import GaussianDiffusion, get_betas
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_q_sample
+from ddpm_lite.course.widgets import ForwardNoisingExplorer
 from ddpm_lite.data import load_dataset, toy_2d
-from ddpm_lite.exercises import check_q_sample
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.widgets import ForwardNoisingExplorer
 
 device = default_device()  # everything here is small: it runs on the CPU whatever the device
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): smaller sizes. Learners get the full run.

@@ -34,15 +34,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting
-from ddpm_lite.analytic import GaussianMixture
+from ddpm_lite import GaussianDiffusion, get_betas
 from ddpm_lite.configs import ExperimentConfig
+from ddpm_lite.course import plotting
+from ddpm_lite.course.analytic import GaussianMixture
+from ddpm_lite.course.exercises import check_p_sample, check_q_posterior
+from ddpm_lite.course.reverse_process import nearest_distance, reverse_step_mixture, sample_trajectory
+from ddpm_lite.course.widgets import SamplingTrajectoryExplorer
 from ddpm_lite.data import toy_2d
-from ddpm_lite.exercises import check_p_sample, check_q_posterior
-from ddpm_lite.reverse import nearest_distance, reverse_step_mixture, sample_trajectory
 from ddpm_lite.runtime import default_device, fast_mode, pick
 from ddpm_lite.train import Trainer, load_data
-from ddpm_lite.widgets import SamplingTrajectoryExplorer
 
 device = default_device()  # training uses it; sampling below runs on the CPU (a small MLP on 2-D points)
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): shorter training, fewer points. Learners get the full run.
@@ -276,7 +277,7 @@ plt.show()
 # Scrub through sampling: the slider sets how many reverse steps have been taken (0: $x_T$, pure noise; 1000: the
 # samples $x_0$). Coloured lines follow single particles; the right panel is the distance of the cloud to the
 # data. The menu switches to another run: the **exact** denoiser of the "8 gaussians" data (a Gaussian mixture,
-# whose optimal $\epsilon$-prediction is known in closed form, `ddpm_lite.analytic`), sampled with the same
+# whose optimal $\epsilon$-prediction is known in closed form, `ddpm_lite.course.analytic`), sampled with the same
 # Algorithm 2. Watch the particles commit to a mode: early on they wander, late they barely move.
 
 # %%

@@ -34,14 +34,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ddpm_lite import GaussianDiffusion, plotting, respace
+from ddpm_lite import GaussianDiffusion, respace
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_learned_range_log_variance
+from ddpm_lite.course.learned_variance import MeanOnly, interpolation_weights, with_variance
+from ddpm_lite.course.widgets import VarianceExplorer
 from ddpm_lite.data import load_dataset
-from ddpm_lite.exercises import check_learned_range_log_variance
 from ddpm_lite.metrics import compute_fid, load_digits_feature_net, reference_statistics
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.variance import MeanOnly, interpolation_weights, with_variance
-from ddpm_lite.widgets import VarianceExplorer
 
 device = default_device()  # sampling the digits U-Net below is faster on a GPU, and fine on a CPU
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer images and samples. Learners get the full run.

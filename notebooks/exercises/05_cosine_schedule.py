@@ -34,10 +34,11 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting
-from ddpm_lite.exercises import check_cosine_betas
+from ddpm_lite import GaussianDiffusion, get_betas
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_cosine_betas
+from ddpm_lite.course.widgets import ScheduleExplorer
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.widgets import ScheduleExplorer
 
 device = default_device()  # nothing here needs a GPU
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): smaller pictures. Learners get the full run.

@@ -40,19 +40,20 @@ import torch
 import torch.nn.functional as F
 from IPython.display import display
 
-from ddpm_lite import plotting
 from ddpm_lite.configs import ExperimentConfig
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_timestep_embedding
+from ddpm_lite.course.widgets import TrainingMonitor, UNetExplorer
 from ddpm_lite.data import DatasetNotFoundError, load_dataset
-from ddpm_lite.exercises import check_timestep_embedding
 from ddpm_lite.images import make_grid
-from ddpm_lite.models import ResBlock, UNetConfig, UNetModel, count_parameters
+from ddpm_lite.models import ResBlock, count_parameters
 from ddpm_lite.models import timestep_embedding as package_timestep_embedding
 from ddpm_lite.models.summary import unet_summary
 from ddpm_lite.models.unet import merge_heads, split_heads
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.train import Trainer, generate
-from ddpm_lite.widgets import TrainingMonitor, UNetExplorer
+from ddpm_lite.sampling import generate
+from ddpm_lite.train import Trainer
 
 device = default_device()  # the training at the end uses a GPU when there is one
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): a few training steps. Learners get the full run.
@@ -204,7 +205,7 @@ plt.show()
 # `unet_summary` traces one forward pass with hooks, on PyTorch's `meta` device: only shapes, no arithmetic.
 
 # %%
-rows, total = unet_summary(UNetConfig.from_dict(config.model))  # the shipped model's architecture
+rows, total = unet_summary(config.model)  # the shipped model's architecture
 for r in rows:
     print(f"{r.name:17s} {r.kind:13s} {str(r.in_shape):17s} -> {str(r.out_shape):17s} {r.params:>9,d} parameters")
 assert total == count_parameters(model)

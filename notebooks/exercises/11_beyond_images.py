@@ -36,13 +36,15 @@ import numpy as np
 import torch
 from IPython.display import Audio, display
 
-from ddpm_lite import GaussianDiffusion, get_betas, plotting
-from ddpm_lite.exercises import check_snr_db
+from ddpm_lite import GaussianDiffusion, get_betas
+from ddpm_lite.course import plotting
+from ddpm_lite.course.exercises import check_snr_db
+from ddpm_lite.course.waveforms import NOTES, SAMPLE_RATE, dominant_frequency, sine_tones, tone_purity
+from ddpm_lite.course.widgets import WaveformNoisingExplorer
 from ddpm_lite.models.wave import WaveDenoiser
 from ddpm_lite.runtime import default_device, fast_mode, pick
-from ddpm_lite.train import Trainer, generate
-from ddpm_lite.waveforms import NOTES, SAMPLE_RATE, dominant_frequency, sine_tones, tone_purity
-from ddpm_lite.widgets import WaveformNoisingExplorer
+from ddpm_lite.sampling import generate
+from ddpm_lite.train import Trainer
 
 device = default_device()  # the training below takes minutes on a CPU, seconds on a GPU
 FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): a few training steps only. Learners get the full run.

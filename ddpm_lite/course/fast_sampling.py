@@ -13,17 +13,17 @@ The timings are wall-clock seconds on the machine that ran the sweep (what "expe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 
-from .train import generate
+from ..sampling import generate
 
 __all__ = ["SAMPLERS", "SweepPoint", "Sweep", "sample_with", "time_sampler", "sampling_sweep"]
 
-# name -> the keyword arguments of ddpm_lite.train.generate that make that sampler
+# name -> the keyword arguments of ddpm_lite.sampling.generate that make that sampler
 SAMPLERS: dict[str, dict] = {
     "ancestral": {"ddim": False},
     "DDIM η=0": {"ddim": True, "eta": 0.0},
@@ -152,7 +152,7 @@ def sampling_sweep(model, diffusion, steps: Iterable[int], n: int, samplers: Ite
     ``real_images`` (at least ``n``) with theirs: the floor at this sample size, and its noise. ``skip`` lists
     (sampler, steps) pairs not to run. One small warm-up call comes first so that the first timing does not pay
     for it."""
-    from .metrics import compute_fid
+    from ..metrics import compute_fid
 
     samplers = list(samplers) if samplers is not None else list(SAMPLERS)
     steps = sorted({min(int(s), diffusion.num_timesteps) for s in steps})

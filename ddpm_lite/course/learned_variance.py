@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gaussian_diffusion import GaussianDiffusion
-from .respace import SpacedDiffusion
+from ..gaussian_diffusion import GaussianDiffusion
+from ..respace import SpacedDiffusion
+from ..runtime import model_device
 
 __all__ = ["MeanOnly", "with_variance", "log_variance_bounds", "interpolation_weights", "sigma_from_v"]
 
@@ -62,7 +63,7 @@ def interpolation_weights(model, diffusion: GaussianDiffusion, images: torch.Ten
     """
     if diffusion.var_type != "learned_range":
         raise ValueError(f"interpolation weights need var_type='learned_range', not {diffusion.var_type!r}")
-    device = next((p.device for p in getattr(model, "parameters", list)()), torch.device("cpu"))
+    device = model_device(model)
     images = images.to(device).float()
     n, c = len(images), images.shape[1]
     timesteps = [int(t) for t in timesteps]

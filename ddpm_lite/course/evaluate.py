@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from .metrics import extract_features, fid_from_features, label_accuracy, precision_recall
+from ..metrics import extract_features, fid_from_features, label_accuracy, precision_recall
+from ..runtime import model_device
 
 __all__ = ["sample_quality", "add_noise", "gaussian_blur", "drop_classes", "degrade"]
 
@@ -29,7 +30,7 @@ def sample_quality(samples: torch.Tensor, labels: torch.Tensor | None, real_feat
     class logits, e.g. the shipped :class:`~ddpm_lite.metrics.DigitsFeatureNet`).
     """
     samples = torch.as_tensor(samples).detach().float().cpu()
-    device = next((p.device for p in feature_net.parameters()), torch.device("cpu"))
+    device = model_device(feature_net)
     features = extract_features(samples, feature_net, device=device)
     real = real_features.detach().cpu().numpy() if isinstance(real_features, torch.Tensor) else real_features
     pr = precision_recall(real, features, k=k)

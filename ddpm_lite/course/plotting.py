@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion
-from .schedules import get_betas
+from ..gaussian_diffusion import GaussianDiffusion
+from ..schedules import get_betas
 
 SCHEDULE_COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 SUBSCRIPT_T = "\u209c"  # ₜ
@@ -325,7 +325,7 @@ __all__ = ["diffusions", "snr", "to_display", "sample_photo", "figure_to_png", "
 # ====================================================================== notebooks 07-09: the U-Net, guidance, FID
 def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> None:
     """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid), without ticks."""
-    from .images import make_grid
+    from ..images import make_grid
 
     grid = make_grid(torch.as_tensor(images).detach().float().cpu(), ncol=ncol)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -628,7 +628,7 @@ def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
 def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(11, 3.6)):
     """The slide "quality against steps": samples of ``sampler`` at ``steps`` steps, then FID and measured speed
     against the step count for every sampler, the chosen point ringed."""
-    from .images import make_grid
+    from ..images import make_grid
 
     fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.25, 1.25])
     if sweep.has(sampler, steps):
@@ -727,7 +727,7 @@ def reverse_step_figure(means, std: float, x_t: float, t: int, jumps: Sequence[i
     """Why one reverse step is Gaussian (DDPM section 2, after Sohl-Dickstein et al. 2015): for 1-D data
     x_0 ~ mixture of N(m_k, std^2), the exact q(x_{t-k} | x_t) (blue) beside its moment-matched Gaussian (dashed),
     one panel per jump size k in ``jumps``; each title gives k, the jump's beta and the KL to the Gaussian."""
-    from .reverse import gaussian_fit, gaussian_fit_kl, mixture_pdf, reverse_step_mixture
+    from .reverse_process import gaussian_fit, gaussian_fit_kl, mixture_pdf, reverse_step_mixture
 
     ab = np.append(1.0, diffusion.alphas_cumprod)  # ab[s] = alpha_bar after s steps (paper's indexing)
     fig, axes = plt.subplots(1, len(jumps), figsize=figsize or (3.0 * len(jumps), 2.9), layout="constrained",
@@ -819,7 +819,7 @@ def variance_interpolation_figure(diffusion: GaussianDiffusion, v: float, t: int
     Left: Sigma_t / beta_t against t (log-log): beta (1), beta-tilde, Sigma for the constant ``v``, and for the
     learned v(t) when ``learned`` = (timesteps, v) is given (interpolated over t). Right: v against t.
     """
-    from .variance import sigma_from_v
+    from .learned_variance import sigma_from_v
 
     T = diffusion.num_timesteps
     ts = np.arange(1, T)

@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion
-from .losses import mean_flat
-from .runtime import strict_mode
-from .losses import normal_kl as _normal_kl
-from .schedules import cosine_betas as _cosine_betas
+from ..gaussian_diffusion import GaussianDiffusion
+from ..losses import mean_flat
+from ..losses import normal_kl as _normal_kl
+from ..runtime import strict_mode
+from ..schedules import cosine_betas as _cosine_betas
 
 __all__ = ["Case", "Mistake", "Exercise", "Verdict", "ExerciseError", "register", "EXERCISES", "strict_mode",
            "check_q_sample", "check_normal_kl", "check_simple_loss", "check_cosine_betas"]
@@ -535,7 +536,7 @@ def check_cosine_betas(fn):
 # ====================================================================== 07: timestep_embedding (Ho et al. 2020, sec. 4)
 def reference_timestep_embedding(t, dim, max_period=10000):
     """half = dim // 2 frequencies exp(-ln(max_period) i / half); [cos(t f), sin(t f)], a zero column if dim is odd."""
-    from .models import timestep_embedding as _timestep_embedding
+    from ..models import timestep_embedding as _timestep_embedding
 
     return _timestep_embedding(t, dim, max_period)
 
@@ -663,7 +664,7 @@ def check_guided_mean(fn):
 
 # ====================================================================== 09: the Frechet distance (FID)
 def _fd_reference(mu1, sigma1, mu2, sigma2):
-    from .metrics.fid import frechet_distance as _frechet_distance
+    from ..metrics.fid import frechet_distance as _frechet_distance
 
     return _frechet_distance(mu1, sigma1, mu2, sigma2)
 
@@ -814,7 +815,7 @@ __all__ += ["check_timestep_embedding", "check_guided_mean", "check_frechet_dist
 # ====================================================================== 10: respaced betas (Improved DDPM section 4)
 def reference_respaced_betas(betas, kept):
     """beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}] over the sorted kept steps S, alpha_bar[S_{-1}] = 1."""
-    from .respace import respace
+    from ..respace import respace
 
     betas = betas.detach().cpu().numpy() if isinstance(betas, torch.Tensor) else np.asarray(betas, np.float64)
     return respace(GaussianDiffusion(betas), [int(k) for k in kept]).betas
@@ -992,7 +993,7 @@ def _pair(fn, name: str, what: str):
     return packed
 
 
-def _check_pair(exercise: "Exercise", fn: Callable, reference: Callable, name: str, what: str) -> Callable:
+def _check_pair(exercise: Exercise, fn: Callable, reference: Callable, name: str, what: str) -> Callable:
     packed = _pair(fn, name, what)
     return fn if exercise.check(packed) is packed else reference
 
@@ -1243,7 +1244,7 @@ def check_learned_range_log_variance(fn):
 def reference_importance_sampler_weights(loss_history, uniform_prob=0.001):
     """(p, weights), both (T,): p_t proportional to sqrt(mean of loss_history[t]^2), mixed with the uniform
     distribution (weight ``uniform_prob``); weights_t = 1 / (T p_t). Exactly ``LossSecondMomentResampler``."""
-    from .resample import LossSecondMomentResampler
+    from ..resample import LossSecondMomentResampler
 
     history = torch.as_tensor(loss_history).detach().cpu().double().numpy()
     sampler = LossSecondMomentResampler(history.shape[0], history_per_term=history.shape[1],

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion
+from ..gaussian_diffusion import GaussianDiffusion
 
 __all__ = ["sample_trajectory", "nearest_distance", "trajectory_distances", "reverse_step_mixture",
            "mixture_pdf", "gaussian_fit", "gaussian_fit_kl"]

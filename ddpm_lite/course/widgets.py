@@ -16,10 +16,10 @@ from __future__ import annotations
 import ipywidgets as W
 import torch
 
+from ..data import load_dataset, toy_2d
+from ..gaussian_diffusion import GaussianDiffusion
+from ..schedules import get_betas
 from . import plotting
-from .data import load_dataset, toy_2d
-from .gaussian_diffusion import GaussianDiffusion
-from .schedules import get_betas
 
 __all__ = ["FigureWidget", "ForwardNoisingExplorer", "ScheduleExplorer"]
 
@@ -158,7 +158,7 @@ class UNetExplorer(FigureWidget):
     PRESETS = ("digits8", "digits16", "mnist28", "cifar10", "imagenet64")
 
     def __init__(self, preset: str = "digits8", model_channels: int | None = None, num_res_blocks: int | None = None):
-        from .models import UNetConfig
+        from ..models import UNetConfig
 
         base = UNetConfig.preset(preset)
         self.rows, self.total, self.error = [], 0, None
@@ -174,7 +174,7 @@ class UNetExplorer(FigureWidget):
         if self._syncing:
             return
         if change["owner"] is self.preset:  # a new preset: its own width and depth, then one render
-            from .models import UNetConfig
+            from ..models import UNetConfig
 
             base = UNetConfig.preset(change["new"])
             self._syncing = True
@@ -187,7 +187,7 @@ class UNetExplorer(FigureWidget):
 
     def config(self):
         """The UNetConfig of the controls (ValueError when it cannot be built)."""
-        from .models import UNetConfig
+        from ..models import UNetConfig
 
         return UNetConfig.preset(self.preset.value, model_channels=self.model_channels.value,
                                  num_res_blocks=self.num_res_blocks.value)
@@ -195,7 +195,7 @@ class UNetExplorer(FigureWidget):
     def figure(self):
         import matplotlib.pyplot as plt
 
-        from .models.summary import unet_summary
+        from ..models.summary import unet_summary
 
         try:
             config = self.config()
@@ -235,7 +235,7 @@ class TrainingMonitor(FigureWidget):
 
     def callback(self):
         """``every(interval, self.update)``: the callback to give the Trainer."""
-        from .train import every
+        from ..train import every
 
         return every(self.interval, self.update)
 
@@ -397,7 +397,7 @@ class SamplingTrajectoryExplorer(FigureWidget):
 
     def __init__(self, trajectories, data=None, step: int = 0, name: str | None = None, n_paths: int = 5,
                  lim: float = 3.0):
-        from .reverse import trajectory_distances
+        from .reverse_process import trajectory_distances
 
         if not trajectories:
             raise ValueError("no trajectories to show")
@@ -492,7 +492,7 @@ class LiveLossPlot(FigureWidget):
     def callback(self, trainers, interval: int = 25):
         """A Trainer callback: every ``interval`` steps, redraw with ``{name: trainer.history["loss"]}`` of the
         mapping ``trainers``."""
-        from .train import every
+        from ..train import every
 
         return every(interval, lambda *args: self.update({k: tr.history["loss"] for k, tr in trainers.items()}))
 
