@@ -51,8 +51,28 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class ArchitectureConfig:
+    """Dict round trip of the architecture dataclasses (:class:`UNetConfig`, :class:`~ddpm_lite.models.MLPConfig`):
+    what checkpoints store and ``--set model.KEY=VALUE`` edits."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON-able types (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming the known ones."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a {cls.__name__} is read from a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown {cls.__name__} fields {extra}; known fields: {sorted(known)}")
+        return cls(**d)
+
+
 @dataclass
-class UNetConfig:
+class UNetConfig(ArchitectureConfig):
     """Architecture of :class:`UNetModel` and :class:`EncoderUNetModel`.
 
     Attributes:
@@ -163,19 +183,6 @@ class UNetConfig:
             f"such as {' or '.join(map(str, sizes))}, or give channel_mult at most "
             f"{max_levels} levels for this size"
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as plain JSON-able types (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown UNetConfig fields {extra}; known fields: {sorted(known)}")
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> UNetConfig:

@@ -6,19 +6,18 @@ a small MLP, added inside every residual block.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ArchitectureConfig
 from .nn import check_timesteps, timestep_embedding
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(ArchitectureConfig):
     """Architecture of :class:`MLPDenoiser` (the fields are its constructor's arguments)."""
 
     data_dim: int = 2
@@ -38,18 +37,6 @@ class MLPConfig:
             raise ValueError(f"time_embed_dim must be even (sines and cosines), got {self.time_embed_dim}")
         if self.out_mult not in (1, 2):
             raise ValueError(f"out_mult must be 1 (eps) or 2 (eps and v), got {self.out_mult}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown MLPConfig fields {extra}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 class _MLPBlock(nn.Module):
