@@ -174,6 +174,15 @@ def test_unet_diagram_draws_one_box_and_bar_per_block():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["8×8", "4×4", "2×2"]
 
 
+def test_unet_diagram_without_the_parameter_panel():
+    """The slide's U-Net (tools/make_figures.py): the same boxes, one axes, a title of one's own."""
+    rows, total = unet_summary(UNetConfig.preset("digits8"))
+    fig = plotting.unet_diagram(rows, total, title="the U", parameters=False)
+    (ax,) = fig.axes
+    assert len(ax.patches) == len([r for r in rows if r.stage != "embed"])
+    assert ax.get_title() == "the U" and ax.get_xticks().size == 0
+
+
 def test_training_progress_figure():
     fig = plotting.training_progress_figure([1.0, 0.5, 0.25], torch.zeros(4, 1, 8, 8), step=3)
     assert fig.axes[0].get_title().startswith("step 3: loss")

@@ -1,11 +1,29 @@
 """The course's figures: pure functions that return a matplotlib Figure.
 
-The notebooks show them, the widgets (:mod:`ddpm_lite.widgets`) render them to PNG, and the slides save them.
-Every noisy image is drawn with the package's own :meth:`GaussianDiffusion.q_sample`, so a figure shows exactly
-what the code computes.
+The notebooks show them, the widgets (:mod:`ddpm_lite.course.widgets`) render them to PNG, and the slides save
+them. Every noisy image is drawn with the package's own :meth:`GaussianDiffusion.q_sample`, so a figure shows
+exactly what the code computes.
 
 ``schedules`` arguments take either schedule names (``("linear", "cosine")``, built with ``num_timesteps``
-steps) or a mapping ``{label: GaussianDiffusion}``.
+steps) or a mapping ``{label: GaussianDiffusion}``. ``draw_*`` functions draw on an axes you give them; the
+others make and return a whole figure.
+
+The module reads in the order of the notebooks, after the machinery every figure shares:
+
+====================================  ==================================================================================
+the figure machinery                  schedules by name, images to display, the photo, PNG bytes, noised copies
+01 forward noising                    the SNR curve, x_t along the chain, the forward-noising explorer's figure
+02 reverse process                    the exact reverse of a jump, ancestral sampling in 2-D
+03 the loss                           the terms of the variational bound, the weights of L_vlb against L_simple
+04 learned variance                   beta-tilde / beta, the interpolation of eq. 15, samples side by side
+05 cosine schedule                    alpha-bar curves, the latent grid (Improved DDPM Figures 3 and 5)
+06 importance sampling                loss curves, where L_vlb lives and how often to sample each t
+07 U-Net                              the timestep embedding, the U-Net diagram, training progress
+08 guidance                           the fidelity / diversity trade-off
+09 FID                                FID of spoiled images, the features' Gaussians
+10 fast sampling and likelihood       FID and speed against the number of steps
+11 beyond images                      waveforms and spectrograms
+====================================  ==================================================================================
 """
 from __future__ import annotations
 
@@ -21,11 +39,41 @@ import torch
 from ..gaussian_diffusion import GaussianDiffusion
 from ..schedules import get_betas
 
+__all__ = [
+    # the figure machinery
+    "diffusions", "to_display", "draw_grid", "sample_photo", "figure_to_png", "evenly_spaced",
+    # 01 forward noising
+    "snr", "draw_snr", "snr_curve", "forward_chain_grid", "forward_noising_figure",
+    # 02 reverse process
+    "PATH_COLORS", "reverse_step_figure", "trajectory_figure",
+    # 03 the loss
+    "vb_terms_figure", "vlb_weight", "vlb_weights",
+    # 04 learned variance
+    "variance_ratio_figure", "variance_interpolation_figure", "sample_grids_figure",
+    # 05 cosine schedule
+    "draw_alpha_bar", "alpha_bar_curves", "latent_grid", "schedule_comparison_figure",
+    # 06 importance sampling
+    "moving_average", "loss_curves_figure", "timestep_importance_figure",
+    # 07 U-Net
+    "timestep_embedding_figure", "unet_diagram", "training_progress_figure",
+    # 08 guidance
+    "draw_guidance_metrics", "guidance_explorer_figure", "guidance_tradeoff_figure",
+    # 09 FID
+    "fid_explorer_figure", "feature_gaussians_figure",
+    # 10 fast sampling and likelihood
+    "SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure",
+    # 11 beyond images
+    "draw_waveform", "draw_spectrogram", "waveform_figure", "waveform_noising_figure", "waveform_explorer_figure",
+]
+
+
+# ======================================================================================================================
+# the figure machinery: schedules by name, images on axes, the photo, PNG bytes, noised copies
+# ======================================================================================================================
 SCHEDULE_COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 SUBSCRIPT_T = "\u209c"  # ₜ
 
 
-# ---------------------------------------------------------------------- helpers
 def diffusions(schedules: Sequence[str] | Mapping[str, GaussianDiffusion] = ("linear", "cosine"),
                num_timesteps: int = 1000) -> dict[str, GaussianDiffusion]:
     """``{label: GaussianDiffusion}`` from schedule names (or a mapping, returned as a dict)."""
@@ -34,13 +82,6 @@ def diffusions(schedules: Sequence[str] | Mapping[str, GaussianDiffusion] = ("li
     if isinstance(schedules, str):
         schedules = (schedules,)
     return {name: GaussianDiffusion(get_betas(name, num_timesteps)) for name in schedules}
-
-
-def snr(alphas_cumprod) -> np.ndarray:
-    """The signal-to-noise ratio of q(x_t | x_0): alpha_bar_t / (1 - alpha_bar_t)."""
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return ab / (1.0 - ab)
 
 
 def to_display(image) -> np.ndarray:
@@ -53,6 +94,17 @@ def to_display(image) -> np.ndarray:
 
 def _imshow(ax, image, title: str | None = None) -> None:
     ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> None:
+    """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid), without ticks."""
+    from ..images import make_grid
+
+    grid = make_grid(torch.as_tensor(images).detach().float().cpu(), ncol=ncol)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
     if title is not None:
         ax.set_title(title, fontsize=9)
@@ -98,12 +150,31 @@ def _noised(diffusion: GaussianDiffusion, x0: torch.Tensor, timesteps, noise: to
     return diffusion.q_sample(x0.expand(len(t), *x0.shape).float(), t, noise.expand(len(t), *x0.shape).float())
 
 
+def _draw_noised_row(axes, diffusion: GaussianDiffusion, x0: torch.Tensor, timesteps, noise: torch.Tensor,
+                     titles: bool = True, label: str | None = None, fontsize: int = 9) -> None:
+    """One row of axes: x0 noised at each of ``timesteps`` with the same ``noise``, titled "t = ..." when
+    ``titles``, and ``label`` on the left of the row."""
+    for ax, t, x in zip(axes, timesteps, _noised(diffusion, x0, timesteps, noise)):
+        _imshow(ax, x, f"t = {t}" if titles else None)
+    if label is not None:
+        axes[0].set_ylabel(label, fontsize=fontsize)
+
+
 def evenly_spaced(num_timesteps: int, n: int) -> list[int]:
     """n timesteps from 0 to T-1, evenly spaced (Improved DDPM Figure 3)."""
     return [int(round(v)) for v in np.linspace(0, num_timesteps - 1, n)]
 
 
-# ---------------------------------------------------------------------- axes-level drawers
+# ======================================================================================================================
+# 01 forward noising: q(x_t | x_0) and the signal-to-noise ratio
+# ======================================================================================================================
+def snr(alphas_cumprod) -> np.ndarray:
+    """The signal-to-noise ratio of q(x_t | x_0): alpha_bar_t / (1 - alpha_bar_t)."""
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return ab / (1.0 - ab)
+
+
 def draw_snr(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None = None, highlight: str | None = None):
     """log SNR(t) = alpha_bar / (1 - alpha_bar) per schedule; a marker at ``t`` on the ``highlight`` curve."""
     for name, d in schedules.items():
@@ -124,39 +195,11 @@ def draw_snr(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None = Non
     ax.grid(alpha=0.3, which="major")
 
 
-def draw_alpha_bar(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None = None):
-    """alpha_bar_t against t/T per schedule (Improved DDPM Figure 5); a vertical line at ``t``."""
-    for name, d in schedules.items():
-        ax.plot(np.arange(d.num_timesteps) / d.num_timesteps, d.alphas_cumprod, label=name, lw=2,
-                color=SCHEDULE_COLORS.get(name))
-    ax.set_xlabel("diffusion step t / T")
-    ax.set_ylabel("ᾱ" + SUBSCRIPT_T)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(0, 1)
-    if t is not None:
-        T = next(iter(schedules.values())).num_timesteps
-        ax.axvline(t / T, color="crimson", lw=1)
-        for name, d in schedules.items():
-            ax.plot([t / T], [d.alphas_cumprod[t]], "o", color=SCHEDULE_COLORS.get(name), ms=6, mec="k")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-
-# ---------------------------------------------------------------------- figures
 def snr_curve(schedules=("linear", "cosine"), t: int | None = None, num_timesteps: int = 1000,
               highlight: str | None = None, figsize=(5, 3.2)):
     """The signal-to-noise ratio of each schedule against t, log scale, with a marker at ``t``."""
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     draw_snr(ax, diffusions(schedules, num_timesteps), t, highlight)
-    return fig
-
-
-def alpha_bar_curves(schedules=("linear", "cosine"), t: int | None = None, num_timesteps: int = 1000,
-                     figsize=(5, 3.2)):
-    """alpha_bar_t throughout the diffusion for each schedule, like Improved DDPM Figure 5."""
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    draw_alpha_bar(ax, diffusions(schedules, num_timesteps), t)
-    ax.set_title("ᾱ" + SUBSCRIPT_T + " throughout diffusion", fontsize=10)
     return fig
 
 
@@ -170,26 +213,8 @@ def forward_chain_grid(images: torch.Tensor, schedule="linear", timesteps: Seque
     fig, axes = plt.subplots(len(images), len(timesteps), squeeze=False, layout="constrained",
                              figsize=(1.3 * len(timesteps), 1.4 * len(images) + 0.3))
     for r, x0 in enumerate(images):
-        noisy = _noised(d, x0, timesteps, torch.randn(x0.shape, generator=g))
-        for c, (t, x) in enumerate(zip(timesteps, noisy)):
-            _imshow(axes[r, c], x, f"t = {t}" if r == 0 else None)
-        if row_labels is not None:
-            axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
-    return fig
-
-
-def latent_grid(x0: torch.Tensor, schedules=("linear", "cosine"), n_cols: int = 10, num_timesteps: int = 1000,
-                seed: int = 0):
-    """Improved DDPM Figure 3: x_t at evenly spaced t from 0 to T-1, one row per schedule, the same noise."""
-    ds = diffusions(schedules, num_timesteps)
-    fig, axes = plt.subplots(len(ds), n_cols, squeeze=False, figsize=(1.25 * n_cols, 1.4 * len(ds) + 0.3),
-                             layout="constrained")
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    for r, (name, d) in enumerate(ds.items()):
-        ts = evenly_spaced(d.num_timesteps, n_cols)
-        for c, (t, x) in enumerate(zip(ts, _noised(d, x0, ts, noise))):
-            _imshow(axes[r, c], x, f"t = {t}" if r == 0 else None)
-        axes[r, 0].set_ylabel(name, fontsize=10)
+        _draw_noised_row(axes[r], d, x0, timesteps, torch.randn(x0.shape, generator=g), titles=r == 0,
+                         label=row_labels[r] if row_labels is not None else None)
     return fig
 
 
@@ -232,493 +257,9 @@ def forward_noising_figure(diffusion: GaussianDiffusion, t: int, images: Mapping
     return fig
 
 
-def schedule_comparison_figure(x0: torch.Tensor, t: int, schedules=("linear", "cosine"), n_cols: int = 8,
-                               num_timesteps: int = 1000, seed: int = 0):
-    """Top: alpha_bar curves with t marked, and x_t at t under each schedule. Below: the latent grid (Figure 3)."""
-    ds = diffusions(schedules, num_timesteps)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    k = len(ds)
-    fig = plt.figure(figsize=(1.3 * n_cols, 2.9 + 1.45 * k), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9, 1.45 * k])
-    axes_top = top.subplots(1, 1 + k, width_ratios=[2.4] + [1] * k)
-    draw_alpha_bar(axes_top[0], ds, t)
-    axes_top[0].set_title(f"ᾱ{SUBSCRIPT_T}, t = {t}", fontsize=9)
-    grid = bottom.subplots(k, n_cols, squeeze=False)
-    for i, (name, d) in enumerate(ds.items()):
-        _imshow(axes_top[1 + i], _noised(d, x0, [t], noise)[0], f"{name}: t = {t}, ᾱ = {d.alphas_cumprod[t]:.3f}")
-        ts = evenly_spaced(d.num_timesteps, n_cols)
-        for c, (tc, x) in enumerate(zip(ts, _noised(d, x0, ts, noise))):
-            _imshow(grid[i, c], x, f"t = {tc}" if i == 0 else None)
-        grid[i, 0].set_ylabel(name, fontsize=9)
-    return fig
-
-
-def vb_terms_figure(vb, prior_bpd, title: str | None = None):
-    """The terms of the variational bound (DDPM eq. 5) per timestep, in bits/dim.
-
-    ``vb``: (T,) or (B, T) with column 0 = L_0 (the decoder) and column t = L_t, as ``calc_bpd_loop`` returns;
-    ``prior_bpd``: L_T, a number or (B,). Left: each term, log scale. Right: the running share of the total.
-    """
-    vb = np.asarray(vb.detach().cpu() if isinstance(vb, torch.Tensor) else vb, dtype=np.float64)
-    prior = np.asarray(prior_bpd.detach().cpu() if isinstance(prior_bpd, torch.Tensor) else prior_bpd, np.float64)
-    vb = vb.mean(0) if vb.ndim == 2 else vb
-    prior = float(prior.mean())
-    T = len(vb)
-    total = vb.sum() + prior
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-    ts = np.arange(1, T)
-    ax.plot(ts, vb[1:], color="tab:blue", lw=1.5,
-            label=r"$L_{t-1} = D_{KL}(q(x_{t-1}|x_t,x_0)\,\Vert\,p_\theta(x_{t-1}|x_t))$")
-    ax.plot([0], [vb[0]], "s", color="tab:green", ms=8, label=r"$L_0 = -\log p_\theta(x_0|x_1)$")
-    ax.plot([T], [max(prior, 1e-12)], "^", color="tab:red", ms=8,
-            label=r"$L_T = D_{KL}(q(x_T|x_0)\,\Vert\,\mathcal{N}(0, I))$")
-    ax.set_yscale("log")
-    ax.set_xlabel("t")
-    ax.set_ylabel("bits/dim")
-    ax.set_title(title or f"terms of the bound: total {total:.3f} bits/dim", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    share = np.cumsum(np.concatenate([vb, [prior]])) / total
-    ax2.plot(np.arange(T + 1), share, color="k")
-    ax2.set_xlabel("t")
-    ax2.set_ylabel("share of the bound from steps ≤ t")
-    ax2.set_ylim(0, 1.02)
-    ax2.grid(alpha=0.3)
-    ax2.set_title(f"L_0: {vb[0] / total:.0%}, steps 1–{T // 10}: {vb[1:T // 10 + 1].sum() / total:.0%}, "
-                  f"L_T: {prior / total:.1%}", fontsize=10)
-    return fig
-
-
-def vlb_weights(diffusion: GaussianDiffusion, figsize=(5, 3.2)):
-    """The weight of ||eps - eps_theta||^2 in L_{t-1} (DDPM eq. 12): beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)).
-
-    With sigma_t^2 = beta-tilde_t. L_simple (eq. 14) sets every weight to 1.
-    """
-    w = vlb_weight(diffusion)
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    ax.plot(np.arange(1, diffusion.num_timesteps), w[1:], label=r"$L_{vlb}$: $\lambda_t$ of eq. 12")
-    ax.axhline(1.0, color="k", ls="--", lw=1, label=r"$L_{simple}$ (eq. 14): 1")
-    ax.set_yscale("log")
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"weight of $\Vert\epsilon - \epsilon_\theta\Vert^2$")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def vlb_weight(diffusion: GaussianDiffusion) -> np.ndarray:
-    """lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), sigma_t^2 = beta-tilde_t; NaN at t = 0."""
-    d = diffusion
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = d.betas ** 2 / (2 * d.posterior_variance * (1 - d.betas) * (1 - d.alphas_cumprod))
-    w[0] = np.nan
-    return w
-
-
-__all__ = ["diffusions", "snr", "to_display", "sample_photo", "figure_to_png", "evenly_spaced", "draw_snr",
-           "draw_alpha_bar", "snr_curve", "alpha_bar_curves", "forward_chain_grid", "latent_grid",
-           "forward_noising_figure", "schedule_comparison_figure", "vb_terms_figure", "vlb_weights", "vlb_weight",
-           "draw_grid"]
-
-
-
-# ====================================================================== notebooks 07-09: the U-Net, guidance, FID
-def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> None:
-    """A grid of images (N, C, H, W) in [-1, 1] on one axes (images.make_grid), without ticks."""
-    from ..images import make_grid
-
-    grid = make_grid(torch.as_tensor(images).detach().float().cpu(), ncol=ncol)
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([]), ax.set_yticks([])
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-
-
-def timestep_embedding_figure(embedding, timesteps=None, figsize=(10, 3.4)):
-    """Left: the sinusoidal embedding of every t (rows) as an image, the cosines then the sines (columns).
-    Right: the cosine similarity between the embeddings of every pair of timesteps: nearby t look alike."""
-    e = torch.as_tensor(embedding).detach().double().cpu()
-    ts = np.arange(len(e)) if timesteps is None else np.asarray(timesteps)
-    unit = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    sim = (unit @ unit.T).numpy()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.4, 1])
-    extent = (-0.5, e.shape[1] - 0.5, ts[-1], ts[0])
-    im = ax.imshow(e.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, extent=extent, interpolation="nearest")
-    half = e.shape[1] // 2
-    ax.axvline(half - 0.5, color="k", lw=0.8)
-    ax.set(xlabel=f"embedding dimension (0..{half - 1}: cos, {half}..{2 * half - 1}: sin)", ylabel="t",
-           title=f"timestep_embedding(t, {e.shape[1]})")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    im2 = ax2.imshow(sim, cmap="viridis", extent=(ts[0], ts[-1], ts[-1], ts[0]), interpolation="nearest")
-    ax2.set(xlabel="t", ylabel="t'", title="cosine similarity of the embeddings")
-    fig.colorbar(im2, ax=ax2, shrink=0.8)
-    return fig
-
-
-UNET_STAGE_COLORS = {"embed": "#eeeeee", "in": "#dddddd", "down": "#c6dbef", "middle": "#dadaeb",
-                     "up": "#c7e9c0", "out": "#dddddd"}
-
-
-def unet_diagram(rows, total: int | None = None, title: str | None = None, figsize=(10, 5.2)):
-    """The U-Net as traced by :func:`ddpm_lite.models.summary.unet_summary`.
-
-    Top: one box per block, left to right in execution order, at the height of the feature-map size it works at
-    (a downsampling block at its output size, an upsampling one at its input size: the "U"), labelled with its
-    output channels, with an arrow where the size changes; red edges mark self-attention, grey brackets the skip
-    connections. Bottom: the parameters of each block (log scale).
-    """
-    blocks = [r for r in rows if r.stage != "embed"]
-
-    def size(r):
-        return r.in_shape[-1] if r.stage == "up" else r.resolution
-
-    sizes = sorted({size(r) for r in blocks}, reverse=True)
-    level = {s: i for i, s in enumerate(sizes)}
-    max_c = max(r.channels for r in blocks)
-    many = len(blocks) > 24
-    fig, (ax, axp) = plt.subplots(2, 1, figsize=figsize, layout="constrained", height_ratios=[2.3, 1], sharex=True)
-    xs = np.arange(len(blocks))
-    pos = {}
-    for x, r in zip(xs, blocks):
-        y = -level[size(r)]
-        w = 0.25 + 0.5 * r.channels / max_c
-        attn = "attn" in r.kind
-        ax.add_patch(plt.Rectangle((x - w / 2, y - 0.3), w, 0.6, facecolor=UNET_STAGE_COLORS[r.stage],
-                                   edgecolor="crimson" if attn else "#555555", lw=2 if attn else 0.8, zorder=3))
-        ax.text(x, y, str(r.channels), ha="center", va="center", fontsize=7 if many else 8,
-                rotation=90 if many else 0, zorder=4)
-        if r.resolution != r.in_shape[-1] and r.stage != "embed":
-            ax.text(x, y - 0.34, "↓" if r.resolution < r.in_shape[-1] else "↑", ha="center", va="top", fontsize=9)
-        pos[id(r)] = (x, y)
-    for a, b in zip(blocks, blocks[1:]):
-        (x0, y0), (x1, y1) = pos[id(a)], pos[id(b)]
-        ax.plot([x0, x1], [y0, y1], color="#888888", lw=0.8, zorder=1)
-    width = max(len(blocks) - 1, 1)
-    for r in blocks:
-        if r.skip is not None:
-            (x0, y0), (x1, y1) = pos[id(rows[r.skip])], pos[id(r)]
-            top = max(y0, y1) + 0.34 + 0.3 * (x1 - x0) / width
-            ax.plot([x0, x0, x1, x1], [y0 + 0.3, top, top, y1 + 0.3], color="#999999", lw=0.7, alpha=0.8, zorder=2)
-    ax.set_yticks([-level[s] for s in sizes], [f"{s}×{s}" for s in sizes])
-    ax.set_ylim(-len(sizes) + 0.45, 0.72)
-    ax.set_xlim(-0.8, len(blocks) - 0.2)
-    ax.tick_params(axis="x", bottom=False)
-    for side in ("top", "right", "bottom"):
-        ax.spines[side].set_visible(False)
-    ax.set_ylabel("feature-map size")
-    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=UNET_STAGE_COLORS[k], edgecolor="#555555")
-               for k in ("down", "middle", "up")]
-    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="crimson", lw=2))
-    ax.legend(handles, ["down path", "middle", "up path (+ skip)", "self-attention"], fontsize=7,
-              ncol=1 if len(sizes) > 2 else 4, loc="lower left", frameon=False)
-    params = np.array([r.params for r in blocks], dtype=float)
-    axp.bar(xs, np.maximum(params, 1), color=[UNET_STAGE_COLORS[r.stage] for r in blocks], edgecolor="#555555",
-            lw=0.5)
-    axp.set_yscale("log")
-    axp.set_ylabel("parameters")
-    axp.set_xticks(xs, [r.name.replace("input_blocks.", "in").replace("output_blocks.", "out")
-                        .replace("middle_block", "mid") for r in blocks], rotation=90, fontsize=7)
-    axp.grid(alpha=0.3, axis="y")
-    total = total if total is not None else sum(r.params for r in rows)
-    emb = next((r for r in rows if r.stage == "embed"), None)
-    ax.set_title(title or f"{total / 1e6:.2f} M parameters", fontsize=10)
-    if emb is not None:
-        axp.set_title(f"parameters per block (and {emb.params:,} in the embedding: {emb.kind})", fontsize=8)
-    return fig
-
-
-def training_progress_figure(losses, samples=None, step: int | None = None, smooth: float = 0.95,
-                             title: str | None = None, figsize=(9, 3.2)):
-    """Left: the training loss per step (faint) and its exponential moving average. Right: a grid of samples."""
-    losses = np.asarray(losses, dtype=np.float64)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.6, 1])
-    if len(losses):
-        ema = np.empty_like(losses)
-        acc = losses[0]
-        for i, v in enumerate(losses):
-            acc = smooth * acc + (1 - smooth) * v if i else v
-            ema[i] = acc
-        steps = np.arange(1, len(losses) + 1)
-        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
-        ax.plot(steps, ema, color="tab:blue", lw=2, label="moving average")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        ax.set_title(f"step {step if step is not None else len(losses)}: loss {ema[-1]:.4f}", fontsize=10)
-    else:
-        ax.set_title("waiting for the first steps", fontsize=10)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3, which="both")
-    if samples is not None:
-        draw_grid(ax2, samples, title="samples (EMA weights, the same noise each time)")
-    else:
-        ax2.axis("off")
-        ax2.set_title("samples appear here", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-METRIC_COLORS = {"accuracy": "tab:green", "precision": "tab:blue", "recall": "tab:orange"}
-
-
-def draw_guidance_metrics(ax, metrics, current: float | None = None, scale_name: str = "guidance scale"):
-    """Label accuracy, precision and recall against the guidance scale; a marker line at ``current``.
-
-    ``metrics``: {scale: {"accuracy": ..., "precision": ..., "recall": ...}} (e.g. from
-    :func:`ddpm_lite.evaluate.sample_quality`).
-    """
-    scales = sorted(metrics)
-    for name, color in METRIC_COLORS.items():
-        ax.plot(scales, [metrics[s][name] for s in scales], "o-", color=color, label=name, ms=4)
-    if current is not None:
-        ax.axvline(current, color="crimson", lw=1)
-        for name, color in METRIC_COLORS.items():
-            if current in metrics:
-                ax.plot([current], [metrics[current][name]], "o", color=color, ms=9, mec="crimson", mew=1.5)
-    ax.set(xlabel=scale_name, ylim=(-0.03, 1.03))
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-
-
-def guidance_explorer_figure(samples, label: int, scale: float, metrics, method: str = "classifier guidance",
-                             scale_name: str = "guidance scale s", figsize=(9, 3.6)):
-    """Left: samples guided towards ``label`` at ``scale``. Right: the trade-off curves with ``scale`` marked."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
-    m = metrics[scale]
-    draw_grid(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
-    draw_guidance_metrics(ax2, metrics, scale, scale_name)
-    ax2.set_title(f"{method}, {scale_name.split()[-1]} = {scale:g}: accuracy {m['accuracy']:.2f}, "
-                  f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, FID {m['fid']:.2f}", fontsize=9)
-    return fig
-
-
-def guidance_tradeoff_figure(curves, figsize=(9, 3.4)):
-    """Several guidance methods side by side, independent of how each counts its scale.
-
-    ``curves``: {method: {scale: {"accuracy", "precision", "recall", ...}}}. Left: precision against recall
-    (ADM Figure 4); right: label accuracy against recall. Each point is labelled with its scale.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    for (method, metrics), marker in zip(curves.items(), "os^Dv"):
-        scales = sorted(metrics)
-        rec = [metrics[s]["recall"] for s in scales]
-        for ax, key in zip(axes, ("precision", "accuracy")):
-            ys = [metrics[s][key] for s in scales]
-            ax.plot(rec, ys, marker + "-", label=method, ms=5)
-            for s, x, y in zip(scales, rec, ys):
-                ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    for ax, key in zip(axes, ("precision (fidelity)", "label accuracy")):
-        ax.set(xlabel="recall (diversity)", ylabel=key)
-        ax.margins(0.12)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("guidance trades diversity for fidelity (numbers: the scale)", fontsize=10)
-    return fig
-
-
-def fid_explorer_figure(images, bars, current: str, title: str | None = None, figsize=(9, 3.6)):
-    """Left: a grid of (degraded) images. Right: horizontal bars of FID, ``current`` highlighted.
-
-    ``bars``: {label: FID}, drawn top to bottom in order.
-    """
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
-    draw_grid(ax, images, title=f"{len(images)} of the images")
-    labels = list(bars)
-    values = [bars[k] for k in labels]
-    colors = ["crimson" if k == current else "tab:gray" if "floor" in k else "tab:blue" for k in labels]
-    ax2.barh(np.arange(len(labels)), values, color=colors)
-    ax2.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-    ax2.invert_yaxis()
-    for i, v in enumerate(values):
-        ax2.text(v, i, f" {v:.2f}", va="center", fontsize=8)
-    ax2.set_xscale("symlog", linthresh=1.0)
-    ax2.set_xlim(0, max(max(values) * 3, 10))
-    ax2.set_xlabel("FID (digits features; lower is better)")
-    ax2.grid(alpha=0.3, axis="x")
-    fig.suptitle(title or f"{current}: FID {bars[current]:.2f}", fontsize=10)
-    return fig
-
-
-def feature_gaussians_figure(sets, basis=None, figsize=(5.2, 4.2), n_points: int = 400):
-    """FID's view of image sets: their features projected on the two main axes of ``basis`` (default: the first
-    set), each set drawn as points and its fitted Gaussian as 1- and 2-sigma ellipses.
-
-    ``sets``: {label: features (N, D)}.
-    """
-    arrays = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
-              for k, v in sets.items()}
-    base = arrays[next(iter(arrays))] if basis is None else np.asarray(basis, dtype=np.float64)
-    centre = base.mean(0)
-    _, _, vt = np.linalg.svd(base - centre, full_matrices=False)
-    proj = vt[:2].T
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    theta = np.linspace(0, 2 * np.pi, 100)
-    for (label, f), color in zip(arrays.items(), ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]):
-        p = (f - centre) @ proj
-        ax.scatter(p[:n_points, 0], p[:n_points, 1], s=4, alpha=0.35, color=color)
-        mu, cov = p.mean(0), np.cov(p, rowvar=False)
-        vals, vecs = np.linalg.eigh(cov)
-        circle = np.stack([np.cos(theta), np.sin(theta)])
-        for k, ls in ((1, "-"), (2, "--")):
-            e = mu[:, None] + vecs @ (k * np.sqrt(np.maximum(vals, 0))[:, None] * circle)
-            ax.plot(e[0], e[1], ls, color=color, lw=1.5, label=label if k == 1 else None)
-        ax.plot(*mu, "x", color=color, ms=8, mew=2)
-    ax.set(xlabel="feature PC 1", ylabel="feature PC 2", title="features and their fitted Gaussians (1σ, 2σ)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-__all__ += ["timestep_embedding_figure", "unet_diagram", "training_progress_figure", "draw_guidance_metrics",
-            "guidance_explorer_figure", "guidance_tradeoff_figure", "fid_explorer_figure", "feature_gaussians_figure"]
-
-
-# ====================================================================== notebooks 10-11: fast sampling, waveforms
-SAMPLER_COLORS = {"ancestral": "tab:blue", "DDIM η=0": "tab:orange", "DDIM η=1": "tab:green"}
-
-
-def _sweep_points(sweep, sampler: str):
-    points = sorted((p for p in sweep.points if p.sampler == sampler), key=lambda p: p.steps)
-    return np.array([p.steps for p in points]), points
-
-
-def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
-    """FID of each sampler of a :class:`~ddpm_lite.fast_sampling.Sweep` against its step count (log x), the FID
-    of as many real images dashed (the floor at that sample size) in a grey band of its spread over random draws,
-    and a ring at ``highlight`` (sampler, steps)."""
-    for sampler in sweep.samplers:
-        steps, points = _sweep_points(sweep, sampler)
-        ax.plot(steps, [p.fid for p in points], "o-", ms=4, label=sampler, color=SAMPLER_COLORS.get(sampler))
-    if not np.isnan(sweep.real_fid):
-        ax.axhline(sweep.real_fid, color="k", ls="--", lw=1, label="real images")
-        if not np.isnan(sweep.real_fid_std):
-            ax.axhspan(sweep.real_fid - sweep.real_fid_std, sweep.real_fid + sweep.real_fid_std, color="0.85",
-                       zorder=0, label="± 1 std over draws")
-    if highlight is not None and sweep.has(*highlight):
-        p = sweep.get(*highlight)
-        ax.plot([p.steps], [p.fid], "o", ms=11, mfc="none", mec="red", mew=2)
-    ax.set_xscale("log")
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel(f"FID ({sweep.points[0].num_samples} samples)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-
-
-def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
-    """Measured samples per second against the step count (log-log), with the 1/steps line through the
-    fastest point: the cost of sampling is one network call per step."""
-    for sampler in sweep.samplers:
-        steps, points = _sweep_points(sweep, sampler)
-        ax.plot(steps, [p.samples_per_second for p in points], "o-", ms=4, label=sampler,
-                color=SAMPLER_COLORS.get(sampler))
-    best = max(sweep.points, key=lambda p: p.samples_per_second)
-    ks = np.array(sweep.steps, dtype=float)
-    ax.plot(ks, best.samples_per_second * best.steps / ks, color="gray", ls=":", lw=1, label="∝ 1 / steps")
-    if highlight is not None and sweep.has(*highlight):
-        p = sweep.get(*highlight)
-        ax.plot([p.steps], [p.samples_per_second], "o", ms=11, mfc="none", mec="red", mew=2)
-    ax.set_xscale("log"), ax.set_yscale("log")
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel("samples / second (measured)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-
-
-def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(11, 3.6)):
-    """The slide "quality against steps": samples of ``sampler`` at ``steps`` steps, then FID and measured speed
-    against the step count for every sampler, the chosen point ringed."""
-    from ..images import make_grid
-
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.25, 1.25])
-    if sweep.has(sampler, steps):
-        p = sweep.get(sampler, steps)
-        a0.imshow(make_grid(p.samples[:n_show]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
-        fig.suptitle(f"{sampler}, {steps} steps: FID {p.fid:.1f}, {p.seconds:.2f} s for {p.num_samples} samples "
-                     f"({p.samples_per_second:.1f} samples/s on this machine)", fontsize=10)
-    else:
-        a0.text(0.5, 0.5, f"{sampler} was not run\nat {steps} steps", ha="center", va="center", fontsize=9)
-        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
-        fig.suptitle(f"{sampler}, {steps} steps: not run", fontsize=10)
-    a0.set_xticks([]), a0.set_yticks([])
-    draw_fid_vs_steps(a1, sweep, (sampler, steps))
-    a1.set_title("quality: FID (lower is better)", fontsize=9)
-    draw_speed_vs_steps(a2, sweep, (sampler, steps))
-    a2.set_title("cost: samples per second", fontsize=9)
-    return fig
-
-
-def _as_signals(x) -> np.ndarray:
-    x = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[None]
-    return x.reshape(x.shape[0], -1)  # (N, 1, L) -> (N, L)
-
-
-def draw_waveform(ax, signal, sample_rate: int, title: str | None = None, ms: float | None = 40.0, color="tab:blue"):
-    """One signal (L,) or (1, L) against time in milliseconds; only the first ``ms`` milliseconds (None: all)."""
-    x = _as_signals(signal)[0]
-    n = len(x) if ms is None else min(len(x), int(round(ms * sample_rate / 1000)))
-    ax.plot(np.arange(n) * 1000 / sample_rate, x[:n], lw=0.8, color=color)
-    ax.set_ylim(-1.6, 1.6)
-    ax.set_xlabel("time (ms)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-
-
-def draw_spectrogram(ax, signal, sample_rate: int, title: str | None = None, n_fft: int = 256, hop: int = 32):
-    """The log-magnitude spectrogram (dB, 0 at the loudest bin) of one signal, frequency up to Nyquist."""
-    from .waveforms import spectrogram
-
-    x = torch.as_tensor(_as_signals(signal)[0])
-    spec = spectrogram(x, n_fft=n_fft, hop=hop).numpy()
-    duration = len(x) / sample_rate * 1000
-    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
-              extent=(0, duration, 0, sample_rate / 2))
-    ax.set_xlabel("time (ms)", fontsize=8)
-    ax.set_ylabel("Hz", fontsize=8)
-    ax.tick_params(labelsize=7)
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-
-
-def waveform_figure(signals, sample_rate: int, titles: Sequence[str] | None = None, ms: float | None = 40.0,
-                    n_fft: int = 256):
-    """One column per signal (N, 1, L): the waveform (first ``ms`` milliseconds) above its spectrogram."""
-    x = _as_signals(signals)
-    n = len(x)
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.4), squeeze=False, layout="constrained")
-    for i in range(n):
-        title = titles[i] if titles is not None else f"signal {i}"
-        draw_waveform(axes[0, i], x[i], sample_rate, title, ms)
-        draw_spectrogram(axes[1, i], x[i], sample_rate, n_fft=n_fft)
-    return fig
-
-
-def waveform_noising_figure(diffusion: GaussianDiffusion, x0, timesteps: Sequence[int], sample_rate: int,
-                            seed: int = 0, ms: float | None = 40.0, n_fft: int = 256):
-    """The forward process on one waveform (1, L): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps at each
-    of ``timesteps`` (one noise, drawn from ``seed``), waveforms above spectrograms, with the SNR in dB."""
-    from .waveforms import snr_db
-
-    x0 = torch.as_tensor(x0).float().reshape(1, -1)
-    noisy = _noised(diffusion, x0, timesteps, seed=seed)
-    fig, axes = plt.subplots(2, len(timesteps), figsize=(2.4 * len(timesteps), 4.4), squeeze=False,
-                             layout="constrained")
-    for i, (t, x) in enumerate(zip(timesteps, noisy)):
-        snr = float(snr_db(x0, float(diffusion.alphas_cumprod[t]))[0])
-        draw_waveform(axes[0, i], x, sample_rate, f"t = {t}, SNR {round(snr):d} dB", ms)
-        draw_spectrogram(axes[1, i], x, sample_rate, n_fft=n_fft)
-    return fig
-
-
-__all__ += ["SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure", "draw_waveform",
-            "draw_spectrogram", "waveform_figure", "waveform_noising_figure"]
-
-
-# ====================================================================== notebooks 02, 04, 06: reverse process, variances
+# ======================================================================================================================
+# 02 reverse process: the exact reverse of a jump, ancestral sampling in 2-D
+# ======================================================================================================================
 PATH_COLORS = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
@@ -754,7 +295,7 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
                       lim: float = 3.0, max_points: int = 2000, figsize=(9.5, 4.0)):
     """One moment of ancestral sampling (DDPM Algorithm 2) in 2-D.
 
-    ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps (:func:`ddpm_lite.reverse.sample_trajectory`).
+    ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps (:func:`~ddpm_lite.course.reverse_process.sample_trajectory`).
     Left: the cloud at ``step`` over the data (grey), and the paths of ``n_paths`` particles so far. Right, when
     ``distances`` = (steps, values) is given: the mean distance from the cloud to the data along the way.
     """
@@ -795,6 +336,74 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
     return fig
 
 
+# ======================================================================================================================
+# 03 the loss: the terms of the variational bound, L_vlb against L_simple
+# ======================================================================================================================
+def vb_terms_figure(vb, prior_bpd, title: str | None = None):
+    """The terms of the variational bound (DDPM eq. 5) per timestep, in bits/dim.
+
+    ``vb``: (T,) or (B, T) with column 0 = L_0 (the decoder) and column t = L_t, as ``calc_bpd_loop`` returns;
+    ``prior_bpd``: L_T, a number or (B,). Left: each term, log scale. Right: the running share of the total.
+    """
+    vb = np.asarray(vb.detach().cpu() if isinstance(vb, torch.Tensor) else vb, dtype=np.float64)
+    prior = np.asarray(prior_bpd.detach().cpu() if isinstance(prior_bpd, torch.Tensor) else prior_bpd, np.float64)
+    vb = vb.mean(0) if vb.ndim == 2 else vb
+    prior = float(prior.mean())
+    T = len(vb)
+    total = vb.sum() + prior
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    ts = np.arange(1, T)
+    ax.plot(ts, vb[1:], color="tab:blue", lw=1.5,
+            label=r"$L_{t-1} = D_{KL}(q(x_{t-1}|x_t,x_0)\,\Vert\,p_\theta(x_{t-1}|x_t))$")
+    ax.plot([0], [vb[0]], "s", color="tab:green", ms=8, label=r"$L_0 = -\log p_\theta(x_0|x_1)$")
+    ax.plot([T], [max(prior, 1e-12)], "^", color="tab:red", ms=8,
+            label=r"$L_T = D_{KL}(q(x_T|x_0)\,\Vert\,\mathcal{N}(0, I))$")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("bits/dim")
+    ax.set_title(title or f"terms of the bound: total {total:.3f} bits/dim", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    share = np.cumsum(np.concatenate([vb, [prior]])) / total
+    ax2.plot(np.arange(T + 1), share, color="k")
+    ax2.set_xlabel("t")
+    ax2.set_ylabel("share of the bound from steps ≤ t")
+    ax2.set_ylim(0, 1.02)
+    ax2.grid(alpha=0.3)
+    ax2.set_title(f"L_0: {vb[0] / total:.0%}, steps 1–{T // 10}: {vb[1:T // 10 + 1].sum() / total:.0%}, "
+                  f"L_T: {prior / total:.1%}", fontsize=10)
+    return fig
+
+
+def vlb_weight(diffusion: GaussianDiffusion) -> np.ndarray:
+    """lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), sigma_t^2 = beta-tilde_t; NaN at t = 0."""
+    d = diffusion
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = d.betas ** 2 / (2 * d.posterior_variance * (1 - d.betas) * (1 - d.alphas_cumprod))
+    w[0] = np.nan
+    return w
+
+
+def vlb_weights(diffusion: GaussianDiffusion, figsize=(5, 3.2)):
+    """The weight of ||eps - eps_theta||^2 in L_{t-1} (DDPM eq. 12): beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)).
+
+    With sigma_t^2 = beta-tilde_t. L_simple (eq. 14) sets every weight to 1.
+    """
+    w = vlb_weight(diffusion)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    ax.plot(np.arange(1, diffusion.num_timesteps), w[1:], label=r"$L_{vlb}$: $\lambda_t$ of eq. 12")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label=r"$L_{simple}$ (eq. 14): 1")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"weight of $\Vert\epsilon - \epsilon_\theta\Vert^2$")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+# ======================================================================================================================
+# 04 learned variance: beta-tilde against beta, eq. 15, samples side by side
+# ======================================================================================================================
 def variance_ratio_figure(num_timesteps: Sequence[int] = (100, 1000, 4000), schedules=("linear", "cosine"),
                           figsize=(9, 3.3)):
     """Improved DDPM Figure 1: beta-tilde_t / beta_t against t / T for chains of several lengths, one panel per
@@ -862,6 +471,70 @@ def sample_grids_figure(grids, titles=None, ncol: int | None = None, suptitle: s
     return fig
 
 
+# ======================================================================================================================
+# 05 cosine schedule: alpha-bar and the latents under each schedule (Improved DDPM Figures 3 and 5)
+# ======================================================================================================================
+def draw_alpha_bar(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None = None):
+    """alpha_bar_t against t/T per schedule (Improved DDPM Figure 5); a vertical line at ``t``."""
+    for name, d in schedules.items():
+        ax.plot(np.arange(d.num_timesteps) / d.num_timesteps, d.alphas_cumprod, label=name, lw=2,
+                color=SCHEDULE_COLORS.get(name))
+    ax.set_xlabel("diffusion step t / T")
+    ax.set_ylabel("ᾱ" + SUBSCRIPT_T)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, 1)
+    if t is not None:
+        T = next(iter(schedules.values())).num_timesteps
+        ax.axvline(t / T, color="crimson", lw=1)
+        for name, d in schedules.items():
+            ax.plot([t / T], [d.alphas_cumprod[t]], "o", color=SCHEDULE_COLORS.get(name), ms=6, mec="k")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def alpha_bar_curves(schedules=("linear", "cosine"), t: int | None = None, num_timesteps: int = 1000,
+                     figsize=(5, 3.2)):
+    """alpha_bar_t throughout the diffusion for each schedule, like Improved DDPM Figure 5."""
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    draw_alpha_bar(ax, diffusions(schedules, num_timesteps), t)
+    ax.set_title("ᾱ" + SUBSCRIPT_T + " throughout diffusion", fontsize=10)
+    return fig
+
+
+def latent_grid(x0: torch.Tensor, schedules=("linear", "cosine"), n_cols: int = 10, num_timesteps: int = 1000,
+                seed: int = 0):
+    """Improved DDPM Figure 3: x_t at evenly spaced t from 0 to T-1, one row per schedule, the same noise."""
+    ds = diffusions(schedules, num_timesteps)
+    fig, axes = plt.subplots(len(ds), n_cols, squeeze=False, figsize=(1.25 * n_cols, 1.4 * len(ds) + 0.3),
+                             layout="constrained")
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    for r, (name, d) in enumerate(ds.items()):
+        _draw_noised_row(axes[r], d, x0, evenly_spaced(d.num_timesteps, n_cols), noise, titles=r == 0, label=name,
+                         fontsize=10)
+    return fig
+
+
+def schedule_comparison_figure(x0: torch.Tensor, t: int, schedules=("linear", "cosine"), n_cols: int = 8,
+                               num_timesteps: int = 1000, seed: int = 0):
+    """Top: alpha_bar curves with t marked, and x_t at t under each schedule. Below: the latent grid (Figure 3)."""
+    ds = diffusions(schedules, num_timesteps)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    k = len(ds)
+    fig = plt.figure(figsize=(1.3 * n_cols, 2.9 + 1.45 * k), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9, 1.45 * k])
+    axes_top = top.subplots(1, 1 + k, width_ratios=[2.4] + [1] * k)
+    draw_alpha_bar(axes_top[0], ds, t)
+    axes_top[0].set_title(f"ᾱ{SUBSCRIPT_T}, t = {t}", fontsize=9)
+    grid = bottom.subplots(k, n_cols, squeeze=False)
+    for i, (name, d) in enumerate(ds.items()):
+        _imshow(axes_top[1 + i], _noised(d, x0, [t], noise)[0], f"{name}: t = {t}, ᾱ = {d.alphas_cumprod[t]:.3f}")
+        _draw_noised_row(grid[i], d, x0, evenly_spaced(d.num_timesteps, n_cols), noise, titles=i == 0, label=name)
+    return fig
+
+
+# ======================================================================================================================
+# 06 importance sampling: loss curves, where L_vlb lives
+# ======================================================================================================================
 def moving_average(values, window: int) -> np.ndarray:
     """The mean of each value and the ``window - 1`` before it (fewer at the start)."""
     x = np.asarray(values, dtype=np.float64)
@@ -931,9 +604,399 @@ def timestep_importance_figure(vb, probs=None, figsize=(10, 3.4)):
     return fig
 
 
-__all__ += ["PATH_COLORS", "reverse_step_figure", "trajectory_figure", "variance_ratio_figure",
-            "variance_interpolation_figure", "sample_grids_figure", "moving_average", "loss_curves_figure",
-            "timestep_importance_figure"]
+# ======================================================================================================================
+# 07 U-Net: the timestep embedding, the architecture, training progress
+# ======================================================================================================================
+def timestep_embedding_figure(embedding, timesteps=None, figsize=(10, 3.4)):
+    """Left: the sinusoidal embedding of every t (rows) as an image, the cosines then the sines (columns).
+    Right: the cosine similarity between the embeddings of every pair of timesteps: nearby t look alike."""
+    e = torch.as_tensor(embedding).detach().double().cpu()
+    ts = np.arange(len(e)) if timesteps is None else np.asarray(timesteps)
+    unit = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sim = (unit @ unit.T).numpy()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.4, 1])
+    extent = (-0.5, e.shape[1] - 0.5, ts[-1], ts[0])
+    im = ax.imshow(e.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, extent=extent, interpolation="nearest")
+    half = e.shape[1] // 2
+    ax.axvline(half - 0.5, color="k", lw=0.8)
+    ax.set(xlabel=f"embedding dimension (0..{half - 1}: cos, {half}..{2 * half - 1}: sin)", ylabel="t",
+           title=f"timestep_embedding(t, {e.shape[1]})")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    im2 = ax2.imshow(sim, cmap="viridis", extent=(ts[0], ts[-1], ts[-1], ts[0]), interpolation="nearest")
+    ax2.set(xlabel="t", ylabel="t'", title="cosine similarity of the embeddings")
+    fig.colorbar(im2, ax=ax2, shrink=0.8)
+    return fig
+
+
+UNET_STAGE_COLORS = {"embed": "#eeeeee", "in": "#dddddd", "down": "#c6dbef", "middle": "#dadaeb",
+                     "up": "#c7e9c0", "out": "#dddddd"}
+
+
+def unet_diagram(rows, total: int | None = None, title: str | None = None, figsize=(10, 5.2),
+                 parameters: bool = True):
+    """The U-Net as traced by :func:`ddpm_lite.models.summary.unet_summary`.
+
+    Top: one box per block, left to right in execution order, at the height of the feature-map size it works at
+    (a downsampling block at its output size, an upsampling one at its input size: the "U"), labelled with its
+    output channels, with an arrow where the size changes; red edges mark self-attention, grey brackets the skip
+    connections. Bottom (unless ``parameters=False``): the parameters of each block (log scale).
+    """
+    blocks = [r for r in rows if r.stage != "embed"]
+
+    def size(r):
+        return r.in_shape[-1] if r.stage == "up" else r.resolution
+
+    sizes = sorted({size(r) for r in blocks}, reverse=True)
+    level = {s: i for i, s in enumerate(sizes)}
+    max_c = max(r.channels for r in blocks)
+    many = len(blocks) > 24
+    if parameters:
+        fig, (ax, axp) = plt.subplots(2, 1, figsize=figsize, layout="constrained", height_ratios=[2.3, 1],
+                                      sharex=True)
+    else:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        ax.set_xticks([])
+    xs = np.arange(len(blocks))
+    pos = {}
+    for x, r in zip(xs, blocks):
+        y = -level[size(r)]
+        w = 0.25 + 0.5 * r.channels / max_c
+        attn = "attn" in r.kind
+        ax.add_patch(plt.Rectangle((x - w / 2, y - 0.3), w, 0.6, facecolor=UNET_STAGE_COLORS[r.stage],
+                                   edgecolor="crimson" if attn else "#555555", lw=2 if attn else 0.8, zorder=3))
+        ax.text(x, y, str(r.channels), ha="center", va="center", fontsize=7 if many else 8,
+                rotation=90 if many else 0, zorder=4)
+        if r.resolution != r.in_shape[-1] and r.stage != "embed":
+            ax.text(x, y - 0.34, "↓" if r.resolution < r.in_shape[-1] else "↑", ha="center", va="top", fontsize=9)
+        pos[id(r)] = (x, y)
+    for a, b in zip(blocks, blocks[1:]):
+        (x0, y0), (x1, y1) = pos[id(a)], pos[id(b)]
+        ax.plot([x0, x1], [y0, y1], color="#888888", lw=0.8, zorder=1)
+    width = max(len(blocks) - 1, 1)
+    for r in blocks:
+        if r.skip is not None:
+            (x0, y0), (x1, y1) = pos[id(rows[r.skip])], pos[id(r)]
+            top = max(y0, y1) + 0.34 + 0.3 * (x1 - x0) / width
+            ax.plot([x0, x0, x1, x1], [y0 + 0.3, top, top, y1 + 0.3], color="#999999", lw=0.7, alpha=0.8, zorder=2)
+    ax.set_yticks([-level[s] for s in sizes], [f"{s}×{s}" for s in sizes])
+    ax.set_ylim(-len(sizes) + 0.45, 0.72)
+    ax.set_xlim(-0.8, len(blocks) - 0.2)
+    ax.tick_params(axis="x", bottom=False)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_ylabel("feature-map size")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=UNET_STAGE_COLORS[k], edgecolor="#555555")
+               for k in ("down", "middle", "up")]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="crimson", lw=2))
+    ax.legend(handles, ["down path", "middle", "up path (+ skip)", "self-attention"], fontsize=7,
+              ncol=1 if len(sizes) > 2 else 4, loc="lower left", frameon=False)
+    total = total if total is not None else sum(r.params for r in rows)
+    ax.set_title(title or f"{total / 1e6:.2f} M parameters", fontsize=10)
+    if not parameters:
+        return fig
+    params = np.array([r.params for r in blocks], dtype=float)
+    axp.bar(xs, np.maximum(params, 1), color=[UNET_STAGE_COLORS[r.stage] for r in blocks], edgecolor="#555555",
+            lw=0.5)
+    axp.set_yscale("log")
+    axp.set_ylabel("parameters")
+    axp.set_xticks(xs, [r.name.replace("input_blocks.", "in").replace("output_blocks.", "out")
+                        .replace("middle_block", "mid") for r in blocks], rotation=90, fontsize=7)
+    axp.grid(alpha=0.3, axis="y")
+    emb = next((r for r in rows if r.stage == "embed"), None)
+    if emb is not None:
+        axp.set_title(f"parameters per block (and {emb.params:,} in the embedding: {emb.kind})", fontsize=8)
+    return fig
+
+
+def training_progress_figure(losses, samples=None, step: int | None = None, smooth: float = 0.95,
+                             title: str | None = None, figsize=(9, 3.2)):
+    """Left: the training loss per step (faint) and its exponential moving average. Right: a grid of samples."""
+    losses = np.asarray(losses, dtype=np.float64)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.6, 1])
+    if len(losses):
+        ema = np.empty_like(losses)
+        acc = losses[0]
+        for i, v in enumerate(losses):
+            acc = smooth * acc + (1 - smooth) * v if i else v
+            ema[i] = acc
+        steps = np.arange(1, len(losses) + 1)
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
+        ax.plot(steps, ema, color="tab:blue", lw=2, label="moving average")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title(f"step {step if step is not None else len(losses)}: loss {ema[-1]:.4f}", fontsize=10)
+    else:
+        ax.set_title("waiting for the first steps", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3, which="both")
+    if samples is not None:
+        draw_grid(ax2, samples, title="samples (EMA weights, the same noise each time)")
+    else:
+        ax2.axis("off")
+        ax2.set_title("samples appear here", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+# ======================================================================================================================
+# 08 guidance: label accuracy, precision and recall against the guidance scale
+# ======================================================================================================================
+METRIC_COLORS = {"accuracy": "tab:green", "precision": "tab:blue", "recall": "tab:orange"}
+
+
+def draw_guidance_metrics(ax, metrics, current: float | None = None, scale_name: str = "guidance scale"):
+    """Label accuracy, precision and recall against the guidance scale; a marker line at ``current``.
+
+    ``metrics``: {scale: {"accuracy": ..., "precision": ..., "recall": ...}} (e.g. from
+    :func:`ddpm_lite.course.evaluate.sample_quality`).
+    """
+    scales = sorted(metrics)
+    for name, color in METRIC_COLORS.items():
+        ax.plot(scales, [metrics[s][name] for s in scales], "o-", color=color, label=name, ms=4)
+    if current is not None:
+        ax.axvline(current, color="crimson", lw=1)
+        for name, color in METRIC_COLORS.items():
+            if current in metrics:
+                ax.plot([current], [metrics[current][name]], "o", color=color, ms=9, mec="crimson", mew=1.5)
+    ax.set(xlabel=scale_name, ylim=(-0.03, 1.03))
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+
+
+def guidance_explorer_figure(samples, label: int, scale: float, metrics, method: str = "classifier guidance",
+                             scale_name: str = "guidance scale s", figsize=(9, 3.6)):
+    """Left: samples guided towards ``label`` at ``scale``. Right: the trade-off curves with ``scale`` marked."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
+    m = metrics[scale]
+    draw_grid(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
+    draw_guidance_metrics(ax2, metrics, scale, scale_name)
+    ax2.set_title(f"{method}, {scale_name.split()[-1]} = {scale:g}: accuracy {m['accuracy']:.2f}, "
+                  f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, FID {m['fid']:.2f}", fontsize=9)
+    return fig
+
+
+def guidance_tradeoff_figure(curves, figsize=(9, 3.4)):
+    """Several guidance methods side by side, independent of how each counts its scale.
+
+    ``curves``: {method: {scale: {"accuracy", "precision", "recall", ...}}}. Left: precision against recall
+    (ADM Figure 4); right: label accuracy against recall. Each point is labelled with its scale.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    for (method, metrics), marker in zip(curves.items(), "os^Dv"):
+        scales = sorted(metrics)
+        rec = [metrics[s]["recall"] for s in scales]
+        for ax, key in zip(axes, ("precision", "accuracy")):
+            ys = [metrics[s][key] for s in scales]
+            ax.plot(rec, ys, marker + "-", label=method, ms=5)
+            for s, x, y in zip(scales, rec, ys):
+                ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    for ax, key in zip(axes, ("precision (fidelity)", "label accuracy")):
+        ax.set(xlabel="recall (diversity)", ylabel=key)
+        ax.margins(0.12)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("guidance trades diversity for fidelity (numbers: the scale)", fontsize=10)
+    return fig
+
+
+# ======================================================================================================================
+# 09 FID: spoiled real images, the features' Gaussians
+# ======================================================================================================================
+def fid_explorer_figure(images, bars, current: str, title: str | None = None, figsize=(9, 3.6)):
+    """Left: a grid of (degraded) images. Right: horizontal bars of FID, ``current`` highlighted.
+
+    ``bars``: {label: FID}, drawn top to bottom in order.
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
+    draw_grid(ax, images, title=f"{len(images)} of the images")
+    labels = list(bars)
+    values = [bars[k] for k in labels]
+    colors = ["crimson" if k == current else "tab:gray" if "floor" in k else "tab:blue" for k in labels]
+    ax2.barh(np.arange(len(labels)), values, color=colors)
+    ax2.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax2.invert_yaxis()
+    for i, v in enumerate(values):
+        ax2.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax2.set_xscale("symlog", linthresh=1.0)
+    ax2.set_xlim(0, max(max(values) * 3, 10))
+    ax2.set_xlabel("FID (digits features; lower is better)")
+    ax2.grid(alpha=0.3, axis="x")
+    fig.suptitle(title or f"{current}: FID {bars[current]:.2f}", fontsize=10)
+    return fig
+
+
+def feature_gaussians_figure(sets, basis=None, figsize=(5.2, 4.2), n_points: int = 400):
+    """FID's view of image sets: their features projected on the two main axes of ``basis`` (default: the first
+    set), each set drawn as points and its fitted Gaussian as 1- and 2-sigma ellipses.
+
+    ``sets``: {label: features (N, D)}.
+    """
+    arrays = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+              for k, v in sets.items()}
+    base = arrays[next(iter(arrays))] if basis is None else np.asarray(basis, dtype=np.float64)
+    centre = base.mean(0)
+    _, _, vt = np.linalg.svd(base - centre, full_matrices=False)
+    proj = vt[:2].T
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    theta = np.linspace(0, 2 * np.pi, 100)
+    for (label, f), color in zip(arrays.items(), ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]):
+        p = (f - centre) @ proj
+        ax.scatter(p[:n_points, 0], p[:n_points, 1], s=4, alpha=0.35, color=color)
+        mu, cov = p.mean(0), np.cov(p, rowvar=False)
+        vals, vecs = np.linalg.eigh(cov)
+        circle = np.stack([np.cos(theta), np.sin(theta)])
+        for k, ls in ((1, "-"), (2, "--")):
+            e = mu[:, None] + vecs @ (k * np.sqrt(np.maximum(vals, 0))[:, None] * circle)
+            ax.plot(e[0], e[1], ls, color=color, lw=1.5, label=label if k == 1 else None)
+        ax.plot(*mu, "x", color=color, ms=8, mew=2)
+    ax.set(xlabel="feature PC 1", ylabel="feature PC 2", title="features and their fitted Gaussians (1σ, 2σ)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+# ======================================================================================================================
+# 10 fast sampling and likelihood: FID and speed against the number of steps
+# ======================================================================================================================
+SAMPLER_COLORS = {"ancestral": "tab:blue", "DDIM η=0": "tab:orange", "DDIM η=1": "tab:green"}
+
+
+def _sweep_points(sweep, sampler: str):
+    points = sorted((p for p in sweep.points if p.sampler == sampler), key=lambda p: p.steps)
+    return np.array([p.steps for p in points]), points
+
+
+def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
+    """FID of each sampler of a :class:`~ddpm_lite.course.fast_sampling.Sweep` against its step count (log x),
+    the FID of as many real images dashed (the floor at that sample size) in a grey band of its spread over random
+    draws, and a ring at ``highlight`` (sampler, steps)."""
+    for sampler in sweep.samplers:
+        steps, points = _sweep_points(sweep, sampler)
+        ax.plot(steps, [p.fid for p in points], "o-", ms=4, label=sampler, color=SAMPLER_COLORS.get(sampler))
+    if not np.isnan(sweep.real_fid):
+        ax.axhline(sweep.real_fid, color="k", ls="--", lw=1, label="real images")
+        if not np.isnan(sweep.real_fid_std):
+            ax.axhspan(sweep.real_fid - sweep.real_fid_std, sweep.real_fid + sweep.real_fid_std, color="0.85",
+                       zorder=0, label="± 1 std over draws")
+    if highlight is not None and sweep.has(*highlight):
+        p = sweep.get(*highlight)
+        ax.plot([p.steps], [p.fid], "o", ms=11, mfc="none", mec="red", mew=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel(f"FID ({sweep.points[0].num_samples} samples)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
+    """Measured samples per second against the step count (log-log), with the 1/steps line through the
+    fastest point: the cost of sampling is one network call per step."""
+    for sampler in sweep.samplers:
+        steps, points = _sweep_points(sweep, sampler)
+        ax.plot(steps, [p.samples_per_second for p in points], "o-", ms=4, label=sampler,
+                color=SAMPLER_COLORS.get(sampler))
+    best = max(sweep.points, key=lambda p: p.samples_per_second)
+    ks = np.array(sweep.steps, dtype=float)
+    ax.plot(ks, best.samples_per_second * best.steps / ks, color="gray", ls=":", lw=1, label="∝ 1 / steps")
+    if highlight is not None and sweep.has(*highlight):
+        p = sweep.get(*highlight)
+        ax.plot([p.steps], [p.samples_per_second], "o", ms=11, mfc="none", mec="red", mew=2)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("samples / second (measured)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(11, 3.6)):
+    """The slide "quality against steps": samples of ``sampler`` at ``steps`` steps, then FID and measured speed
+    against the step count for every sampler, the chosen point ringed."""
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.25, 1.25])
+    if sweep.has(sampler, steps):
+        p = sweep.get(sampler, steps)
+        draw_grid(a0, p.samples[:n_show], title=f"{sampler}, {steps} steps")
+        fig.suptitle(f"{sampler}, {steps} steps: FID {p.fid:.1f}, {p.seconds:.2f} s for {p.num_samples} samples "
+                     f"({p.samples_per_second:.1f} samples/s on this machine)", fontsize=10)
+    else:
+        a0.text(0.5, 0.5, f"{sampler} was not run\nat {steps} steps", ha="center", va="center", fontsize=9)
+        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
+        fig.suptitle(f"{sampler}, {steps} steps: not run", fontsize=10)
+    a0.set_xticks([]), a0.set_yticks([])
+    draw_fid_vs_steps(a1, sweep, (sampler, steps))
+    a1.set_title("quality: FID (lower is better)", fontsize=9)
+    draw_speed_vs_steps(a2, sweep, (sampler, steps))
+    a2.set_title("cost: samples per second", fontsize=9)
+    return fig
+
+
+# ======================================================================================================================
+# 11 beyond images: waveforms, spectrograms, the forward process on a sound
+# ======================================================================================================================
+def _as_signals(x) -> np.ndarray:
+    x = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    return x.reshape(x.shape[0], -1)  # (N, 1, L) -> (N, L)
+
+
+def draw_waveform(ax, signal, sample_rate: int, title: str | None = None, ms: float | None = 40.0, color="tab:blue"):
+    """One signal (L,) or (1, L) against time in milliseconds; only the first ``ms`` milliseconds (None: all)."""
+    x = _as_signals(signal)[0]
+    n = len(x) if ms is None else min(len(x), int(round(ms * sample_rate / 1000)))
+    ax.plot(np.arange(n) * 1000 / sample_rate, x[:n], lw=0.8, color=color)
+    ax.set_ylim(-1.6, 1.6)
+    ax.set_xlabel("time (ms)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def draw_spectrogram(ax, signal, sample_rate: int, title: str | None = None, n_fft: int = 256, hop: int = 32):
+    """The log-magnitude spectrogram (dB, 0 at the loudest bin) of one signal, frequency up to Nyquist."""
+    from .waveforms import spectrogram
+
+    x = torch.as_tensor(_as_signals(signal)[0])
+    spec = spectrogram(x, n_fft=n_fft, hop=hop).numpy()
+    duration = len(x) / sample_rate * 1000
+    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
+              extent=(0, duration, 0, sample_rate / 2))
+    ax.set_xlabel("time (ms)", fontsize=8)
+    ax.set_ylabel("Hz", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
+def waveform_figure(signals, sample_rate: int, titles: Sequence[str] | None = None, ms: float | None = 40.0,
+                    n_fft: int = 256):
+    """One column per signal (N, 1, L): the waveform (first ``ms`` milliseconds) above its spectrogram."""
+    x = _as_signals(signals)
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.4), squeeze=False, layout="constrained")
+    for i in range(n):
+        title = titles[i] if titles is not None else f"signal {i}"
+        draw_waveform(axes[0, i], x[i], sample_rate, title, ms)
+        draw_spectrogram(axes[1, i], x[i], sample_rate, n_fft=n_fft)
+    return fig
+
+
+def waveform_noising_figure(diffusion: GaussianDiffusion, x0, timesteps: Sequence[int], sample_rate: int,
+                            seed: int = 0, ms: float | None = 40.0, n_fft: int = 256):
+    """The forward process on one waveform (1, L): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps at each
+    of ``timesteps`` (one noise, drawn from ``seed``), waveforms above spectrograms, with the SNR in dB."""
+    from .waveforms import snr_db
+
+    x0 = torch.as_tensor(x0).float().reshape(1, -1)
+    noisy = _noised(diffusion, x0, timesteps, seed=seed)
+    fig, axes = plt.subplots(2, len(timesteps), figsize=(2.4 * len(timesteps), 4.4), squeeze=False,
+                             layout="constrained")
+    for i, (t, x) in enumerate(zip(timesteps, noisy)):
+        snr = float(snr_db(x0, float(diffusion.alphas_cumprod[t]))[0])
+        draw_waveform(axes[0, i], x, sample_rate, f"t = {t}, SNR {round(snr):d} dB", ms)
+        draw_spectrogram(axes[1, i], x, sample_rate, n_fft=n_fft)
+    return fig
 
 
 def waveform_explorer_figure(diffusion: GaussianDiffusion, x0, t: int, sample_rate: int, noise=None, seed: int = 0,
@@ -963,6 +1026,3 @@ def waveform_explorer_figure(diffusion: GaussianDiffusion, x0, t: int, sample_ra
     a2.grid(alpha=0.3)
     fig.suptitle(f"t = {t}: x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε", fontsize=10)
     return fig
-
-
-__all__ += ["waveform_explorer_figure"]
