@@ -46,7 +46,8 @@ from ddpm_lite.data import load_dataset, toy_2d  # noqa: E402
 from ddpm_lite.guidance import LabelBlind, classifier_cond_fn  # noqa: E402
 from ddpm_lite.metrics import extract_features, label_accuracy, load_digits_feature_net  # noqa: E402
 from ddpm_lite.metrics.fid import fid_from_features  # noqa: E402
-from ddpm_lite.models import UNetConfig, UNetModel, count_parameters  # noqa: E402
+from ddpm_lite.models import UNetConfig, UNetModel  # noqa: E402
+from ddpm_lite.models.summary import unet_summary  # noqa: E402
 from ddpm_lite.pretrained import load_pretrained  # noqa: E402
 from ddpm_lite.sampling import generate  # noqa: E402
 
@@ -382,84 +383,19 @@ def fig_importance_sampling():
     return fig
 
 
-def _unet_trace(config: UNetConfig):
-    """Run the U-Net once; record every block in execution order as (part, kind, has_attention, channels, size),
-    where kind is "conv", "res", "down" or "up" (from the block's input and output feature-map sizes)."""
-    torch.manual_seed(SEED)
-    model = UNetModel(config).eval()
-    trace = []
-
-    def hook(part):
-        def record(module, inputs, output):
-            size_in, size_out = inputs[0].shape[-1], output.shape[-1]
-            kind = "down" if size_out < size_in else "up" if size_out > size_in else "res"
-            if part == "in" and not trace:
-                kind = "conv"
-            attn = any(type(m).__name__ == "AttentionBlock" for m in module)
-            size = size_in if kind == "up" else size_out  # an up block computes at its input size
-            trace.append((part, kind, attn, output.shape[1], size))
-        return record
-
-    handles = [b.register_forward_hook(hook("in")) for b in model.input_blocks]
-    handles.append(model.middle_block.register_forward_hook(hook("mid")))
-    handles += [b.register_forward_hook(hook("out")) for b in model.output_blocks]
-    x = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
-    y = None if config.num_classes is None else torch.zeros(1, dtype=torch.long)
-    with torch.no_grad():
-        model(x, torch.zeros(1, dtype=torch.long), y=y)
-    for h in handles:
-        h.remove()
-    return trace, count_parameters(model)
-
-
-@figure("unet", uses=["models.UNetConfig.preset('digits16')", "models.UNetModel (forward hooks)",
-                      "models.count_parameters"])
+@figure("unet", uses=["models.UNetConfig.preset('digits16')", "models.summary.unet_summary (forward hooks)",
+                      "plotting.unet_diagram"])
 def fig_unet(preset: str = "digits16"):
-    """The ADM U-Net as built from ``UNetConfig.preset(preset)``: one bar per block (height ~ feature-map size,
-    width ~ channels), traced from a real forward pass; grey lines are the skip connections."""
+    """The ADM U-Net as built from ``UNetConfig.preset(preset)``, traced by the package's ``unet_summary`` and
+    drawn by the notebook's ``plotting.unet_diagram`` without its parameter panel: one box per block (height: the
+    feature-map size, width: the channels), grey brackets are the skip connections."""
     config = UNetConfig.preset(preset)
-    trace, params = _unet_trace(config)
-    levels = {r: i for i, r in enumerate(config.resolutions)}
-    colors = {"conv": "#dddddd", "res": "#c6dbef", "down": "#fdd0a2", "up": "#c7e9c0", "mid": "#dadaeb"}
-    fig, ax = plt.subplots(figsize=(9.5, 4.4))
-    _blank(ax, (-1.2, len(trace)), (-len(levels) + 0.2, 1.1))
-    max_c = max(t[3] for t in trace)
-    boxes, sources, skips_at = [], [], {}
-    for i, (part, kind, attn, channels, size) in enumerate(trace):
-        y = -levels[size] * 0.9
-        h = 0.25 + 0.35 * size / config.image_size
-        w = 0.2 + 0.5 * channels / max_c
-        ax.add_patch(FancyBboxPatch((i - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.0,rounding_size=0.05",
-                                    facecolor=colors["mid" if part == "mid" else kind],
-                                    edgecolor=RED if attn else "#555555", lw=2.2 if attn else 1, zorder=3))
-        ax.text(i, y - h / 2 - 0.05, str(channels), ha="center", va="top", fontsize=10)
-        if boxes:
-            px, py, _ = boxes[-1]
-            ax.plot([px, i], [py, y], color="#555555", lw=1.0, zorder=2)
-        boxes.append((i, y, h))
-        if part == "in":
-            sources.append(i)
-        elif part == "out":  # each decoder block concatenates the output of one encoder block
-            src = sources.pop()
-            sx, sy, sh = boxes[src]
-            k = skips_at.setdefault(sy, 0)
-            skips_at[sy] += 1
-            top = sy + sh / 2 + 0.08 + 0.06 * k
-            ax.plot([sx, sx, i, i], [sy + sh / 2, top, top, y + h / 2], color=GREY, lw=0.8, alpha=0.7, zorder=1)
-    for size, level in levels.items():
-        ax.text(-0.7, -level * 0.9, f"{size}x{size}", ha="right", va="center", fontsize=11, color=GREY)
-    handles = [FancyBboxPatch((0, 0), 1, 1, facecolor=c, edgecolor=e, lw=lw) for c, e, lw in
-               [(colors["conv"], "#555555", 1), (colors["res"], "#555555", 1), (colors["down"], "#555555", 1),
-                (colors["up"], "#555555", 1), (colors["mid"], "#555555", 1), ("white", RED, 2.2)]]
-    ax.legend(handles, ["conv 3x3", "residual block", "downsampling block", "upsampling block",
-                        "middle: res + attention + res", "has self-attention"], loc="lower center", frameon=False,
-              fontsize=11, ncol=3, bbox_to_anchor=(0.5, -0.16))
+    rows, total = unet_summary(config)
     cond = "unconditional" if config.num_classes is None else f"{config.num_classes} classes"
-    ax.set_title(f'UNetConfig.preset("{preset}"): {params / 1e6:.2f} M parameters, {cond}\n'
-                 f"channels {config.model_channels} x {list(config.channel_mult)}, "
-                 f"{config.num_res_blocks} residual blocks per level\n"
-                 f"numbers: output channels; grey lines: skip connections", fontsize=12)
-    return fig
+    title = (f'UNetConfig.preset("{preset}"): {total / 1e6:.2f} M parameters, {cond}\n'
+             f"channels {config.model_channels} x {list(config.channel_mult)}, "
+             f"{config.num_res_blocks} residual blocks per level; numbers: output channels")
+    return plotting.unet_diagram(rows, total, title=title, figsize=(9.5, 4.4), parameters=False)
 
 
 @figure("guidance", uses=["pretrained.load_pretrained('digits')", "pretrained.load_pretrained('digits_classifier')",
