@@ -3,29 +3,98 @@
 Each widget is a small class:
 
 - ``.controls``: the input widgets (IntSlider, Dropdown, Button), each wired to :meth:`render`;
-- :meth:`render`: draw the figure with :mod:`ddpm_lite.plotting`, save it as PNG into ``.image`` (an
+- :meth:`render`: draw the figure with :mod:`ddpm_lite.course.plotting`, save it as PNG into ``.image`` (an
   ``ipywidgets.Image``), close it (``plt.close``) and keep it as ``.fig`` for inspection;
 - ``.widget``: the box to display; the object itself displays as that box (``_ipython_display_``).
 
 Only core widgets (no Tab, Accordion or ipympl) and no ``Output`` capture: the picture is the value of an
 ``Image`` widget, which works the same in Colab (ipywidgets 7) and JupyterLab (ipywidgets 8), and which the tests
 can read without a browser.
+
+A value a widget cannot show (a schedule or an option it does not have, a slider value out of its range), given
+to the constructor or set on a control from code, raises :class:`InvalidValue`, a ValueError that says what is
+accepted, where ipywidgets would clamp the slider silently or raise an error deep inside traitlets.
+
+The module reads in the order of the notebooks, after the machinery every widget shares:
+
+==  ==================================  ================================================================================
+    ``FigureWidget``, ``InvalidValue``  the base class: controls -> figure -> PNG; the checked controls
+01  ``ForwardNoisingExplorer``          q(x_t | x_0) on a digit, a photo and 2-D points, beside the SNR curve
+02  ``SamplingTrajectoryExplorer``      ancestral sampling in 2-D, step by step
+04  ``VarianceExplorer``                Sigma_t between beta-tilde_t and beta_t (Improved DDPM eq. 15)
+05  ``ScheduleExplorer``                linear against cosine: alpha-bar_t and the images along the chain
+06  ``LiveLossPlot``                    loss curves that redraw while training runs
+07  ``UNetExplorer``                    the shapes and parameters of the ADM U-Net of a configuration
+07  ``TrainingMonitor``                 the loss and samples of a training run, live
+08  ``GuidanceExplorer``                guided samples and the trade-off curves against the guidance scale
+09  ``FIDExplorer``                     FID of real images spoiled on purpose
+10  ``FastSamplingExplorer``            samples, FID and speed against the number of sampling steps
+11  ``WaveformNoisingExplorer``         the forward process on a waveform, with sound
+==  ==================================  ================================================================================
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import ipywidgets as W
 import torch
+from traitlets import TraitError
 
 from ..data import load_dataset, toy_2d
 from ..gaussian_diffusion import GaussianDiffusion
-from ..schedules import get_betas
 from . import plotting
 
-__all__ = ["FigureWidget", "ForwardNoisingExplorer", "ScheduleExplorer"]
+__all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTrajectoryExplorer", "VarianceExplorer",
+           "ScheduleExplorer", "LiveLossPlot", "UNetExplorer", "TrainingMonitor", "GuidanceExplorer", "FIDExplorer",
+           "FastSamplingExplorer", "WaveformNoisingExplorer"]
+
+SCHEDULES = ("linear", "cosine")
+
+
+# ======================================================================================================================
+# the machinery: the base class, and controls that refuse a value they cannot show
+# ======================================================================================================================
+class InvalidValue(ValueError, TraitError):
+    """A value a widget cannot show; the message says which values it accepts.
+
+    A ValueError, and also a traitlets ``TraitError``, so that a control refusing it is rolled back as for
+    ipywidgets' own errors.
+    """
+
+
+def _options(options) -> list:
+    """The values of a selection's options: plain values, or (label, value) pairs."""
+    return [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in options]
+
+
+def _check_choice(owner: str, name: str, value, options) -> None:
+    values = _options(options)
+    if value not in values:
+        raise InvalidValue(f"{owner}: {name} = {value!r} is not accepted; {name} takes one of "
+                           f"{', '.join(repr(v) for v in values)}")
+
+
+def _check_range(owner: str, name: str, value, lo, hi, kind: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+        raise InvalidValue(f"{owner}: {name} = {value!r} is not accepted; {name} takes {kind} from {lo} to {hi}")
+
+
+def _refuse(control, check) -> None:
+    """Have ``control.value = v`` (code setting a control) run ``check(v)`` before ipywidgets' own validation,
+    which clamps a slider silently and refuses an option with a TraitError that does not list the options."""
+    own = control._trait_validators.get("value")
+
+    def validate(obj, proposal):
+        check(proposal.value)
+        return own(obj, proposal) if own is not None else proposal.value
+
+    control._register_validator(validate, ["value"])
 
 
 class FigureWidget:
-    """Base class: subclasses build ``self.controls`` and implement :meth:`figure`."""
+    """Base class: subclasses build ``self.controls`` (with :meth:`_choice` and :meth:`_slider`, which refuse a
+    value they cannot show) and implement :meth:`figure`."""
 
     dpi = 80
 
@@ -41,6 +110,25 @@ class FigureWidget:
                 control.observe(self._on_change, names="value")
         self.widget = W.VBox([W.HBox(self.controls), self.image])
         self.render()
+
+    def _choice(self, name: str, options, value, cls=W.Dropdown, **kwargs):
+        """A ``cls`` (Dropdown or SelectionSlider) over ``options`` (values or (label, value) pairs) that refuses,
+        now and whenever code sets it, a value not among its current options."""
+        owner = type(self).__name__
+        _check_choice(owner, name, value, options)
+        control = cls(options=options, value=value, **kwargs)
+        _refuse(control, lambda v: _check_choice(owner, name, v, control.options))
+        return control
+
+    def _slider(self, name: str, value, min, max, cls=W.IntSlider, **kwargs):
+        """A ``cls`` (IntSlider or FloatSlider) from ``min`` to ``max`` that refuses, now and whenever code sets it,
+        a value outside its current range (ipywidgets would clamp it)."""
+        owner = type(self).__name__
+        kind = "an integer" if issubclass(cls, W.IntSlider) else "a number"
+        _check_range(owner, name, value, min, max, kind)
+        control = cls(value=value, min=min, max=max, **kwargs)
+        _refuse(control, lambda v: _check_range(owner, name, v, control.min, control.max, kind))
+        return control
 
     def _on_change(self, change):
         self.render()
@@ -73,10 +161,9 @@ class FigureWidget:
         display(self.widget)
 
 
-def _schedule(name: str, num_timesteps: int) -> GaussianDiffusion:
-    return GaussianDiffusion(get_betas(name, num_timesteps))
-
-
+# ======================================================================================================================
+# 01 forward noising
+# ======================================================================================================================
 class ForwardNoisingExplorer(FigureWidget):
     """q(x_t | x_0) (DDPM eq. 4) on a digit, a photo and 2-D points, beside the SNR curve.
 
@@ -87,16 +174,16 @@ class ForwardNoisingExplorer(FigureWidget):
     def __init__(self, num_timesteps: int = 1000, t: int = 0, schedule: str = "linear", seed: int = 0,
                  digit: torch.Tensor | None = None, photo: torch.Tensor | None = None,
                  points: torch.Tensor | None = None, photo_size: int = 64):
-        self.diffusions = {name: _schedule(name, num_timesteps) for name in ("linear", "cosine")}
+        self.diffusions = plotting.diffusions(SCHEDULES, num_timesteps)
+        self.t = self._slider("t", t, 0, num_timesteps - 1, step=1, description="t", continuous_update=False,
+                              layout=W.Layout(width="420px"))
+        self.schedule = self._choice("schedule", list(SCHEDULES), schedule, description="schedule")
         self.images = {
             "digit": digit if digit is not None else load_dataset("digits").images[0],
             "photo": photo if photo is not None else plotting.sample_photo(photo_size),
         }
         self.points = points if points is not None else toy_2d("moons", 1000)
         self.seed = seed
-        self.t = W.IntSlider(value=t, min=0, max=num_timesteps - 1, step=1, description="t",
-                             continuous_update=False, layout=W.Layout(width="420px"))
-        self.schedule = W.Dropdown(options=["linear", "cosine"], value=schedule, description="schedule")
         self.new_noise = W.Button(description="new noise", tooltip="draw a new epsilon")
         super().__init__([self.t, self.schedule, self.new_noise])
 
@@ -110,6 +197,93 @@ class ForwardNoisingExplorer(FigureWidget):
                                                seed=self.seed, schedule_name=name, compare=self.diffusions)
 
 
+# ======================================================================================================================
+# 02 reverse process
+# ======================================================================================================================
+class SamplingTrajectoryExplorer(FigureWidget):
+    """Ancestral sampling (DDPM Algorithm 2) step by step: the 2-D cloud after k reverse steps, a few particles'
+    paths, and the cloud's distance to the data along the way.
+
+    ``trajectories``: {name: (K + 1, N, 2)} from :func:`ddpm_lite.course.reverse_process.sample_trajectory` (entry
+    k: after k steps); ``data``: {name: points (M, 2)} to draw in grey and measure distances to (optional, same
+    names). Controls: ``step`` (IntSlider, 0 = pure noise x_T, K = the samples x_0; a ``step`` beyond K starts at
+    K) and ``dataset`` (Dropdown over the names, ``name`` at the start), which keeps the step's fraction of the way
+    when the trajectories differ in length.
+    """
+
+    def __init__(self, trajectories, data=None, step: int = 0, name: str | None = None, n_paths: int = 5,
+                 lim: float = 3.0):
+        from .reverse_process import trajectory_distances
+
+        if not trajectories:
+            raise ValueError("no trajectories to show")
+        name = name if name is not None else next(iter(trajectories))
+        self.dataset = self._choice("name", list(trajectories), name, description="model")
+        K = len(trajectories[name]) - 1
+        self.step = self._slider("step", min(step, K), 0, K, step=1, description="reverse step",
+                                 continuous_update=False, layout=W.Layout(width="460px"),
+                                 style={"description_width": "initial"})
+        self.trajectories = {k: torch.as_tensor(v).detach().float().cpu() for k, v in trajectories.items()}
+        self.data = dict(data or {})
+        self.n_paths, self.lim = n_paths, lim
+        self.distances = {k: trajectory_distances(v, self.data[k]) for k, v in self.trajectories.items()
+                          if k in self.data}
+        self._syncing = False
+        super().__init__([self.step, self.dataset])
+
+    def _on_change(self, change):
+        if self._syncing:
+            return
+        if change.get("owner") is self.dataset:
+            old = len(self.trajectories[change["old"]]) - 1
+            new = len(self.trajectories[change["new"]]) - 1
+            if new != old:
+                self._syncing = True
+                try:
+                    fraction = self.step.value / max(old, 1)
+                    self.step.max = max(new, self.step.max)
+                    self.step.value = round(fraction * new)
+                    self.step.max = new
+                finally:
+                    self._syncing = False
+        self.render()
+
+    def figure(self):
+        name = self.dataset.value
+        return plotting.trajectory_figure(self.trajectories[name], self.step.value, self.data.get(name),
+                                          n_paths=self.n_paths, distances=self.distances.get(name), title=name,
+                                          lim=self.lim)
+
+
+# ======================================================================================================================
+# 04 learned variance
+# ======================================================================================================================
+class VarianceExplorer(FigureWidget):
+    """Improved DDPM eq. 15: the variance Sigma_t between beta-tilde_t (v = 0) and beta_t (v = 1).
+
+    ``learned`` = (timesteps, v) draws a model's learned v(t) (e.g. from
+    :func:`ddpm_lite.course.learned_variance.interpolation_weights`) and the Sigma_t it gives. Controls: ``v``
+    (FloatSlider, a constant interpolation weight) and ``t`` (IntSlider, the step whose numbers the title gives; a
+    ``t`` beyond the chain starts at its last step).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion | None = None, learned=None, v: float = 0.5, t: int = 10):
+        self.diffusion = diffusion if diffusion is not None else plotting.diffusions("cosine", 1000)["cosine"]
+        self.learned = learned
+        T = self.diffusion.num_timesteps
+        self.v = self._slider("v", v, 0.0, 1.0, W.FloatSlider, step=0.05, description="v", continuous_update=False,
+                              readout_format=".2f", layout=W.Layout(width="320px"))
+        self.t = self._slider("t", min(t, T - 1), 1, T - 1, step=1, description="t", continuous_update=False,
+                              layout=W.Layout(width="420px"))
+        super().__init__([self.v, self.t])
+
+    def figure(self):
+        return plotting.variance_interpolation_figure(self.diffusion, self.v.value, self.t.value, self.learned)
+
+
+# ======================================================================================================================
+# 05 cosine schedule
+# ======================================================================================================================
 class ScheduleExplorer(FigureWidget):
     """Linear against cosine (Improved DDPM section 3.2, Figures 3 and 5): alpha_bar_t, x_t at the chosen t, and
     images at evenly spaced t under both schedules.
@@ -121,13 +295,13 @@ class ScheduleExplorer(FigureWidget):
 
     def __init__(self, num_timesteps: int = 1000, t: int = 500, image: str = "photo 32x32", n_cols: int = 8,
                  seed: int = 0):
-        self.diffusions = {name: _schedule(name, num_timesteps) for name in ("linear", "cosine")}
+        self.diffusions = plotting.diffusions(SCHEDULES, num_timesteps)
+        self.t = self._slider("t", t, 0, num_timesteps - 1, step=1, description="t", continuous_update=False,
+                              layout=W.Layout(width="420px"))
+        self.image_choice = self._choice("image", list(self.IMAGES), image, description="image")
         self.n_cols = n_cols
         self.seed = seed
         self._digit = None
-        self.t = W.IntSlider(value=t, min=0, max=num_timesteps - 1, step=1, description="t",
-                             continuous_update=False, layout=W.Layout(width="420px"))
-        self.image_choice = W.Dropdown(options=list(self.IMAGES), value=image, description="image")
         super().__init__([self.t, self.image_choice])
 
     def x0(self) -> torch.Tensor:
@@ -143,8 +317,52 @@ class ScheduleExplorer(FigureWidget):
                                                    seed=self.seed)
 
 
+# ======================================================================================================================
+# 06 importance sampling
+# ======================================================================================================================
+class LiveLossPlot(FigureWidget):
+    """Loss curves that redraw while training runs: call :meth:`update` (e.g. from a Trainer callback,
+    :meth:`callback`) with the latest per-step losses of each run.
 
-# ====================================================================== notebooks 07-09: the U-Net, guidance, FID
+    Controls: ``smoothing`` (IntSlider, the moving-average window in steps) and ``yscale`` (Dropdown: log or
+    linear). ``markers`` = {label: step} adds labelled vertical lines (:meth:`mark`).
+    """
+
+    def __init__(self, names=(), smoothing: int = 20, yscale: str = "log", title: str = "",
+                 ylabel: str = "training loss"):
+        self.smoothing = self._slider("smoothing", smoothing, 1, 200, step=1, description="smoothing",
+                                      continuous_update=False, layout=W.Layout(width="360px"))
+        self.yscale = self._choice("yscale", ["log", "linear"], yscale, description="y scale")
+        self.curves = {name: [] for name in names}
+        self.markers: dict[str, int] = {}
+        self.title, self.ylabel = title, ylabel
+        super().__init__([self.smoothing, self.yscale])
+
+    def update(self, curves=None, **named) -> None:
+        """Replace the curves given ({name: losses} or name=losses) and redraw."""
+        for name, values in {**(curves or {}), **named}.items():
+            self.curves[name] = list(values)
+        self.render()
+
+    def mark(self, label: str, step: int) -> None:
+        """A labelled vertical line at ``step`` (drawn at the next redraw)."""
+        self.markers[label] = int(step)
+
+    def callback(self, trainers, interval: int = 25):
+        """A Trainer callback: every ``interval`` steps, redraw with ``{name: trainer.history["loss"]}`` of the
+        mapping ``trainers``."""
+        from ..train import every
+
+        return every(interval, lambda *args: self.update({k: tr.history["loss"] for k, tr in trainers.items()}))
+
+    def figure(self):
+        return plotting.loss_curves_figure(self.curves, self.smoothing.value, self.yscale.value, self.markers,
+                                           title=self.title, ylabel=self.ylabel)
+
+
+# ======================================================================================================================
+# 07 U-Net
+# ======================================================================================================================
 class UNetExplorer(FigureWidget):
     """The shapes flowing through the ADM U-Net (Dhariwal & Nichol 2021, section 3) of a configuration, and its
     parameters, traced on PyTorch's meta device (:func:`ddpm_lite.models.summary.unet_summary`: instant, even for
@@ -160,14 +378,14 @@ class UNetExplorer(FigureWidget):
     def __init__(self, preset: str = "digits8", model_channels: int | None = None, num_res_blocks: int | None = None):
         from ..models import UNetConfig
 
+        self.preset = self._choice("preset", list(self.PRESETS), preset, description="preset")
         base = UNetConfig.preset(preset)
         self.rows, self.total, self.error = [], 0, None
         self._syncing = False
-        self.preset = W.Dropdown(options=list(self.PRESETS), value=preset, description="preset")
-        self.model_channels = W.IntSlider(value=model_channels or base.model_channels, min=16, max=256, step=16,
-                                          description="channels", continuous_update=False)
-        self.num_res_blocks = W.IntSlider(value=num_res_blocks or base.num_res_blocks, min=1, max=4,
-                                          description="res blocks", continuous_update=False)
+        self.model_channels = self._slider("model_channels", model_channels or base.model_channels, 16, 256,
+                                           step=16, description="channels", continuous_update=False)
+        self.num_res_blocks = self._slider("num_res_blocks", num_res_blocks or base.num_res_blocks, 1, 4,
+                                           description="res blocks", continuous_update=False)
         super().__init__([self.preset, self.model_channels, self.num_res_blocks])
 
     def _on_change(self, change):
@@ -251,14 +469,17 @@ class TrainingMonitor(FigureWidget):
         return plotting.training_progress_figure(self.losses, self.samples, self.step, title=self.title or None)
 
 
+# ======================================================================================================================
+# 08 guidance
+# ======================================================================================================================
 class GuidanceExplorer(FigureWidget):
     """Guided samples of one class at one guidance scale, beside the trade-off curves (Dhariwal & Nichol 2021,
     section 4 and Figure 4): label accuracy, precision and recall against the scale.
 
     ``samples``: {scale: images (N, C, H, W)} drawn for ``labels`` (N,) (the same labels at every scale);
-    the metrics of each scale (:func:`ddpm_lite.evaluate.sample_quality` against ``real_features``) are computed
-    once, here, unless given as ``metrics``. Controls: ``label`` (Dropdown of the classes) and ``scale``
-    (SelectionSlider over the precomputed scales).
+    the metrics of each scale (:func:`ddpm_lite.course.evaluate.sample_quality` against ``real_features``) are
+    computed once, here, unless given as ``metrics`` (then for every scale of ``samples``). Controls: ``label``
+    (Dropdown of the classes) and ``scale`` (SelectionSlider over the precomputed scales).
     """
 
     def __init__(self, samples, labels, real_features=None, feature_net=None, label: int = 0, scale=None,
@@ -269,17 +490,21 @@ class GuidanceExplorer(FigureWidget):
         self.samples = {float(s): torch.as_tensor(x).detach().float().cpu() for s, x in samples.items()}
         self.labels = torch.as_tensor(labels).cpu()
         self.method, self.scale_name, self.n_show = method, scale_name, n_show
+        scales = sorted(self.samples)
+        classes = sorted(int(c) for c in self.labels.unique())
+        self.label = self._choice("label", classes, label, description="class")
+        self.scale = self._choice("scale", [(f"{s:g}", s) for s in scales],
+                                  float(scale) if scale is not None else scales[0], W.SelectionSlider,
+                                  description=scale_name.split()[-1], continuous_update=False)
         if metrics is None:
             if real_features is None or feature_net is None:
                 raise ValueError("give real_features and feature_net, or precomputed metrics")
             metrics = {s: sample_quality(x, self.labels, real_features, feature_net) for s, x in self.samples.items()}
         self.metrics = {float(s): m for s, m in metrics.items()}
-        scales = sorted(self.samples)
-        classes = sorted(int(c) for c in self.labels.unique())
-        self.label = W.Dropdown(options=classes, value=label, description="class")
-        self.scale = W.SelectionSlider(options=[(f"{s:g}", s) for s in scales],
-                                       value=float(scale) if scale is not None else scales[0],
-                                       description=scale_name.split()[-1], continuous_update=False)
+        missing = [s for s in scales if s not in self.metrics]
+        if missing:
+            raise InvalidValue(f"GuidanceExplorer: metrics has nothing for the scales {missing}; metrics takes "
+                               f"{{scale: sample_quality(...)}} for every scale of samples: {scales}")
         super().__init__([self.label, self.scale])
 
     def shown(self) -> torch.Tensor:
@@ -292,8 +517,12 @@ class GuidanceExplorer(FigureWidget):
                                                  self.method, self.scale_name)
 
 
+# ======================================================================================================================
+# 09 FID
+# ======================================================================================================================
 class FIDExplorer(FigureWidget):
-    """FID of real images spoiled on purpose (:func:`ddpm_lite.evaluate.degrade`) against the reference features.
+    """FID of real images spoiled on purpose (:func:`ddpm_lite.course.evaluate.degrade`) against the reference
+    features.
 
     Controls: ``noise`` (FloatSlider: std of added Gaussian noise), ``blur`` (FloatSlider: Gaussian blur, in
     pixels), ``drop`` (IntSlider: how many classes to remove, mode dropping). The bars compare the current FID with
@@ -308,17 +537,17 @@ class FIDExplorer(FigureWidget):
                  blur: float = 0.0, drop: int = 0, seed: int = 0, n_show: int = 36):
         from .evaluate import sample_quality
 
+        self.noise = self._slider("noise", noise, 0.0, 1.0, W.FloatSlider, step=0.05, description="noise σ",
+                                  continuous_update=False)
+        self.blur = self._slider("blur", blur, 0.0, 2.0, W.FloatSlider, step=0.25, description="blur σ",
+                                 continuous_update=False)
+        self.drop = self._slider("drop", drop, 0, 9, description="drop classes", continuous_update=False)
         self.images = torch.as_tensor(images).detach().float().cpu()
         self.labels = torch.as_tensor(labels).cpu()
         self.reference = reference_features
         self.net, self.seed, self.n_show = feature_net, seed, n_show
         self.benchmarks = dict(benchmarks or {})
         self.floor = sample_quality(self.images, self.labels, reference_features, feature_net)["fid"]
-        self.noise = W.FloatSlider(value=noise, min=0.0, max=1.0, step=0.05, description="noise σ",
-                                   continuous_update=False)
-        self.blur = W.FloatSlider(value=blur, min=0.0, max=2.0, step=0.25, description="blur σ",
-                                  continuous_update=False)
-        self.drop = W.IntSlider(value=drop, min=0, max=9, description="drop classes", continuous_update=False)
         super().__init__([self.noise, self.blur, self.drop])
 
     def figure(self):
@@ -329,31 +558,31 @@ class FIDExplorer(FigureWidget):
         self.fid, self.precision, self.recall = q["fid"], q["precision"], q["recall"]
         bars = {self.FLOOR: self.floor, **self.benchmarks, self.CURRENT: self.fid}
         kept = f"digits 0-{9 - self.drop.value}" if self.drop.value else "all digits"
-        title = (f"noise {self.noise.value:g}, blur {self.blur.value:g}, {kept} ({len(x)} images): FID {self.fid:.2f}, "
-                 f"precision {self.precision:.2f}, recall {self.recall:.2f}")
+        title = (f"noise {self.noise.value:g}, blur {self.blur.value:g}, {kept} ({len(x)} images): "
+                 f"FID {self.fid:.2f}, precision {self.precision:.2f}, recall {self.recall:.2f}")
         return plotting.fid_explorer_figure(x[: self.n_show], bars, self.CURRENT, title=title)
 
 
-__all__ += ["UNetExplorer", "TrainingMonitor", "GuidanceExplorer", "FIDExplorer"]
-
-
+# ======================================================================================================================
+# 10 fast sampling and likelihood
+# ======================================================================================================================
 class FastSamplingExplorer(FigureWidget):
-    """Quality against steps (Improved DDPM section 4, DDIM): samples of the chosen sampler at the chosen step count,
-    with its FID and measured speed, beside the FID and samples/s curves of every sampler.
+    """Quality against steps (Improved DDPM section 4, DDIM): samples of the chosen sampler at the chosen step
+    count, with its FID and measured speed, beside the FID and samples/s curves of every sampler.
 
-    Everything shown was precomputed by :func:`ddpm_lite.fast_sampling.sampling_sweep` (``sweep``): moving the
-    controls only redraws. Controls: ``steps`` (SelectionSlider over the step counts run for that sampler) and
-    ``sampler`` (Dropdown: ancestral, DDIM η=0, DDIM η=1, ...).
+    Everything shown was precomputed by :func:`ddpm_lite.course.fast_sampling.sampling_sweep` (``sweep``): moving
+    the controls only redraws. Controls: ``steps`` (SelectionSlider over the step counts run for that sampler; by
+    default the middle one) and ``sampler`` (Dropdown: ancestral, DDIM η=0, DDIM η=1, ...).
     """
 
     def __init__(self, sweep, sampler: str | None = None, steps: int | None = None, n_show: int = 36):
         self.sweep, self.n_show = sweep, n_show
         sampler = sampler if sampler is not None else sweep.samplers[0]
+        self.sampler = self._choice("sampler", sweep.samplers, sampler, description="sampler")
         options = sweep.steps_of(sampler)
-        steps = steps if steps in options else options[len(options) // 2]
-        self.steps = W.SelectionSlider(options=options, value=steps, description="steps", continuous_update=False,
-                                       layout=W.Layout(width="360px"))
-        self.sampler = W.Dropdown(options=sweep.samplers, value=sampler, description="sampler")
+        steps = steps if steps is not None else options[len(options) // 2]
+        self.steps = self._choice("steps", options, steps, W.SelectionSlider, description="steps",
+                                  continuous_update=False, layout=W.Layout(width="360px"))
         self._syncing = False
         super().__init__([self.steps, self.sampler])
 
@@ -361,8 +590,6 @@ class FastSamplingExplorer(FigureWidget):
         if self._syncing:
             return
         if change.get("owner") is self.sampler:  # that sampler's step counts; keep the closest to the current one
-            import math
-
             options, current = self.sweep.steps_of(self.sampler.value), self.steps.value
             self._syncing = True
             try:
@@ -374,136 +601,16 @@ class FastSamplingExplorer(FigureWidget):
 
     @property
     def point(self):
-        """The :class:`~ddpm_lite.fast_sampling.SweepPoint` on show."""
+        """The :class:`~ddpm_lite.course.fast_sampling.SweepPoint` on show."""
         return self.sweep.get(self.sampler.value, self.steps.value)
 
     def figure(self):
         return plotting.sampling_sweep_figure(self.sweep, self.sampler.value, self.steps.value, n_show=self.n_show)
 
 
-__all__ += ["FastSamplingExplorer"]
-
-
-# ====================================================================== notebooks 02, 04, 06
-class SamplingTrajectoryExplorer(FigureWidget):
-    """Ancestral sampling (DDPM Algorithm 2) step by step: the 2-D cloud after k reverse steps, a few particles'
-    paths, and the cloud's distance to the data along the way.
-
-    ``trajectories``: {name: (K + 1, N, 2)} from :func:`ddpm_lite.reverse.sample_trajectory` (entry k: after k
-    steps); ``data``: {name: points (M, 2)} to draw in grey and measure distances to (optional, same names).
-    Controls: ``step`` (IntSlider, 0 = pure noise x_T, K = the samples x_0) and ``dataset`` (Dropdown over the
-    names), which keeps the step's fraction of the way when the trajectories differ in length.
-    """
-
-    def __init__(self, trajectories, data=None, step: int = 0, name: str | None = None, n_paths: int = 5,
-                 lim: float = 3.0):
-        from .reverse_process import trajectory_distances
-
-        if not trajectories:
-            raise ValueError("no trajectories to show")
-        self.trajectories = {k: torch.as_tensor(v).detach().float().cpu() for k, v in trajectories.items()}
-        self.data = dict(data or {})
-        self.n_paths, self.lim = n_paths, lim
-        self.distances = {k: trajectory_distances(v, self.data[k]) for k, v in self.trajectories.items()
-                          if k in self.data}
-        name = name if name is not None else next(iter(self.trajectories))
-        K = len(self.trajectories[name]) - 1
-        self.step = W.IntSlider(value=min(step, K), min=0, max=K, step=1, description="reverse step",
-                                continuous_update=False, layout=W.Layout(width="460px"),
-                                style={"description_width": "initial"})
-        self.dataset = W.Dropdown(options=list(self.trajectories), value=name, description="model")
-        self._syncing = False
-        super().__init__([self.step, self.dataset])
-
-    def _on_change(self, change):
-        if self._syncing:
-            return
-        if change.get("owner") is self.dataset:
-            old = len(self.trajectories[change["old"]]) - 1
-            new = len(self.trajectories[change["new"]]) - 1
-            if new != old:
-                self._syncing = True
-                try:
-                    fraction = self.step.value / max(old, 1)
-                    self.step.max = max(new, self.step.max)
-                    self.step.value = round(fraction * new)
-                    self.step.max = new
-                finally:
-                    self._syncing = False
-        self.render()
-
-    def figure(self):
-        name = self.dataset.value
-        return plotting.trajectory_figure(self.trajectories[name], self.step.value, self.data.get(name),
-                                          n_paths=self.n_paths, distances=self.distances.get(name), title=name,
-                                          lim=self.lim)
-
-
-class VarianceExplorer(FigureWidget):
-    """Improved DDPM eq. 15: the variance Sigma_t between beta-tilde_t (v = 0) and beta_t (v = 1).
-
-    ``learned`` = (timesteps, v) draws a model's learned v(t) (e.g. from
-    :func:`ddpm_lite.variance.interpolation_weights`) and the Sigma_t it gives. Controls: ``v`` (FloatSlider,
-    a constant interpolation weight) and ``t`` (IntSlider, the step whose numbers the title gives).
-    """
-
-    def __init__(self, diffusion: GaussianDiffusion | None = None, learned=None, v: float = 0.5, t: int = 10):
-        self.diffusion = diffusion if diffusion is not None else _schedule("cosine", 1000)
-        self.learned = learned
-        T = self.diffusion.num_timesteps
-        self.v = W.FloatSlider(value=v, min=0.0, max=1.0, step=0.05, description="v", continuous_update=False,
-                               readout_format=".2f", layout=W.Layout(width="320px"))
-        self.t = W.IntSlider(value=min(t, T - 1), min=1, max=T - 1, step=1, description="t",
-                             continuous_update=False, layout=W.Layout(width="420px"))
-        super().__init__([self.v, self.t])
-
-    def figure(self):
-        return plotting.variance_interpolation_figure(self.diffusion, self.v.value, self.t.value, self.learned)
-
-
-class LiveLossPlot(FigureWidget):
-    """Loss curves that redraw while training runs: call :meth:`update` (e.g. from a Trainer callback,
-    :meth:`callback`) with the latest per-step losses of each run.
-
-    Controls: ``smoothing`` (IntSlider, the moving-average window in steps) and ``yscale`` (Dropdown: log or
-    linear). ``markers`` = {label: step} adds labelled vertical lines (:meth:`mark`).
-    """
-
-    def __init__(self, names=(), smoothing: int = 20, yscale: str = "log", title: str = "",
-                 ylabel: str = "training loss"):
-        self.curves = {name: [] for name in names}
-        self.markers: dict[str, int] = {}
-        self.title, self.ylabel = title, ylabel
-        self.smoothing = W.IntSlider(value=smoothing, min=1, max=200, step=1, description="smoothing",
-                                     continuous_update=False, layout=W.Layout(width="360px"))
-        self.yscale = W.Dropdown(options=["log", "linear"], value=yscale, description="y scale")
-        super().__init__([self.smoothing, self.yscale])
-
-    def update(self, curves=None, **named) -> None:
-        """Replace the curves given ({name: losses} or name=losses) and redraw."""
-        for name, values in {**(curves or {}), **named}.items():
-            self.curves[name] = list(values)
-        self.render()
-
-    def mark(self, label: str, step: int) -> None:
-        """A labelled vertical line at ``step`` (drawn at the next redraw)."""
-        self.markers[label] = int(step)
-
-    def callback(self, trainers, interval: int = 25):
-        """A Trainer callback: every ``interval`` steps, redraw with ``{name: trainer.history["loss"]}`` of the
-        mapping ``trainers``."""
-        from ..train import every
-
-        return every(interval, lambda *args: self.update({k: tr.history["loss"] for k, tr in trainers.items()}))
-
-    def figure(self):
-        return plotting.loss_curves_figure(self.curves, self.smoothing.value, self.yscale.value, self.markers,
-                                           title=self.title, ylabel=self.ylabel)
-
-
-__all__ += ["SamplingTrajectoryExplorer", "VarianceExplorer", "LiveLossPlot"]
-
-
+# ======================================================================================================================
+# 11 beyond images
+# ======================================================================================================================
 class WaveformNoisingExplorer(FigureWidget):
     """The forward process q(x_t | x_0) (DDPM eq. 4) on a waveform: x_t beside x_0, its spectrogram, the SNR in dB
     against t, and an ``ipywidgets.Audio`` player with x_t (normalised to its peak, so loud noise stays bearable).
@@ -515,11 +622,11 @@ class WaveformNoisingExplorer(FigureWidget):
                  ms: float = 20.0):
         from .waveforms import wav_bytes
 
+        self.t = self._slider("t", t, 0, diffusion.num_timesteps - 1, step=1, description="t",
+                              continuous_update=False, layout=W.Layout(width="420px"))
         self._wav = wav_bytes
         self.diffusion, self.sample_rate, self.seed, self.ms = diffusion, sample_rate, seed, ms
         self.x0 = torch.as_tensor(x0).float().reshape(1, -1)
-        self.t = W.IntSlider(value=t, min=0, max=diffusion.num_timesteps - 1, step=1, description="t",
-                             continuous_update=False, layout=W.Layout(width="420px"))
         self.new_noise = W.Button(description="new noise", tooltip="draw a new epsilon")
         self.audio = W.Audio(format="wav", autoplay=False, loop=False)
         super().__init__([self.t, self.new_noise])
@@ -540,6 +647,3 @@ class WaveformNoisingExplorer(FigureWidget):
         self.audio.value = self._wav(self.x_t(), self.sample_rate)
         return plotting.waveform_explorer_figure(self.diffusion, self.x0, self.t.value, self.sample_rate,
                                                  noise=self.noise(), ms=self.ms)
-
-
-__all__ += ["WaveformNoisingExplorer"]
