@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_lite import GaussianDiffusion
-from ddpm_lite.course import exercises
+from ddpm_lite.course import checking, exercises
 from ddpm_lite.course.exercises import (
     EXERCISES,
     Case,
@@ -76,7 +76,7 @@ def test_mistakes_are_distinguishable(name):
         out = []
         for case in cases:
             try:
-                out.append(exercises._to_numpy(fn(*case.args, **case.kwargs)))
+                out.append(checking._to_numpy(fn(*case.args, **case.kwargs)))
             except Exception:  # noqa: BLE001
                 out.append(None)
         return out
@@ -307,3 +307,13 @@ def test_references_are_the_package():
     x0, noise, t = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g), torch.tensor([0, 99])
     expected = GaussianDiffusion(betas.numpy()).q_sample(x0, t, noise)
     assert torch.allclose(exercises.reference_q_sample(x0, t, noise, betas), expected)
+
+
+def test_the_machinery_lives_in_checking_and_is_importable_from_exercises():
+    """course/checking.py holds the checker (Case, Exercise, register, ...); course/exercises.py the exercises,
+    and the machinery's names still import from there."""
+    for name in ("Case", "Mistake", "Exercise", "Verdict", "ExerciseError", "register", "EXERCISES", "strict_mode"):
+        assert getattr(exercises, name) is getattr(checking, name), name
+    checks = [name for name in exercises.__all__ if name.startswith("check_")]
+    assert len(checks) == len(EXERCISES)
+    assert all(getattr(exercises, name).__module__ == "ddpm_lite.course.exercises" for name in checks)

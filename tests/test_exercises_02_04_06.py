@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm_lite import GaussianDiffusion, LossSecondMomentResampler, get_betas
-from ddpm_lite.course import exercises
+from ddpm_lite.course import checking, exercises
 from ddpm_lite.course.exercises import (
     EXERCISES,
     ExerciseError,
@@ -24,7 +24,7 @@ def friendly(monkeypatch):
 
 
 def assert_rejected(name, fn, *fragments):
-    v = EXERCISES[name].diagnose(exercises._pair(fn, name, "(a, b)") if name in PAIRS else fn)
+    v = EXERCISES[name].diagnose(checking._pair(fn, name, "(a, b)") if name in PAIRS else fn)
     assert v.status == "wrong", v.message
     assert v.message.startswith(f"❌ {name}") and "\n" not in v.message
     for fragment in fragments:

@@ -1,37 +1,32 @@
-"""Exercise checkers for the notebooks: one line of feedback, then the function to use next.
+"""The checked exercises of the notebooks, in notebook order: a checker per exercise, diagnoses first.
 
 In a notebook::
 
     q_sample = check_q_sample(q_sample)   # prints "✅ q_sample: correct — ..." or "❌ q_sample: <what> — <hint>"
 
-A checker calls the learner's function on fixed random inputs, compares the result with the reference (the
-package's own implementation), and when it differs, looks for a known mistake (a missing square root, alpha in
-place of alpha-bar, an off-by-one t, ...) whose output the learner's matches. It returns the learner's function
-when it is correct, else the reference, so the rest of the notebook still runs.
+Each exercise is a reference (``reference_*``: the package's own implementation), the inputs it is tried on
+(``_*_cases``), the known mistakes with their hints (each computed by turning one knob of a ``_*_with`` generator),
+its registration (:func:`~ddpm_lite.course.checking.register`) and its ``check_*`` function. How a checker decides,
+the strict mode of the tests and how to add an exercise: :mod:`ddpm_lite.course.checking`, whose names are
+importable from here too.
 
-- ``NotImplementedError`` (the learner has not started): "⏳ ... not implemented yet".
-- ``DDPM_LITE_STRICT=1`` (set by the test suite for the solution notebooks): raise instead of falling back,
-  :class:`ExerciseError` for a wrong answer and the original ``NotImplementedError`` for a missing one.
-
-Adding an exercise (later notebooks do the same, in this module or their own)::
-
-    MY_EX = register(Exercise(
-        name="my_fn", reference=reference_fn, cases=make_cases,       # make_cases(generator) -> [Case, ...]
-        mistakes=[Mistake("a missing square root", "the std is sqrt(1 - alpha_bar)", wrong_fn), ...],
-        hint="what to re-read when the answer is wrong in an unknown way"))
-    def check_my_fn(fn): return MY_EX.check(fn)
-
-The first case is the diagnostic one: pick inputs on which every listed mistake gives a different result
-(``tests/test_exercises.py`` checks that for every registered exercise); later cases probe edges (t = 0, other
-arguments) and are labelled so the message says where the function went wrong.
+==  ================================================================================================================
+01  ``check_q_sample``: q(x_t | x_0) (DDPM eq. 4)
+02  ``check_q_posterior``: q(x_{t-1} | x_t, x_0) (eqs. 6-7); ``check_p_sample``: one ancestral step (Algorithm 2)
+03  ``check_normal_kl``: the KL of two Gaussians (the terms of eq. 5); ``check_simple_loss``: L_simple (eq. 14)
+04  ``check_learned_range_log_variance``: the learned variance (Improved DDPM eq. 15)
+05  ``check_cosine_betas``: the cosine schedule (Improved DDPM eq. 17)
+06  ``check_importance_sampler_weights``: the importance sampler of L_vlb (Improved DDPM eq. 18)
+07  ``check_timestep_embedding``: the sinusoidal timestep embedding
+08  ``check_guided_mean``: the classifier-guided mean (ADM Algorithm 1)
+09  ``check_frechet_distance_diag``, ``check_frechet_distance``: FID with diagonal, then full covariances
+10  ``check_respaced_betas``: a shorter chain (Improved DDPM section 4); ``check_ddim_step``: one DDIM step (eq. 12)
+11  ``check_snr_db``: the SNR of x_t in decibels
+==  ================================================================================================================
 """
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,211 +34,53 @@ import torch
 from ..gaussian_diffusion import GaussianDiffusion
 from ..losses import mean_flat
 from ..losses import normal_kl as _normal_kl
-from ..runtime import strict_mode
 from ..schedules import cosine_betas as _cosine_betas
+from .checking import (
+    EXERCISES,
+    Case,
+    Exercise,
+    ExerciseError,
+    Mistake,
+    Verdict,
+    _check_pair,
+    _pair,
+    register,
+    strict_mode,
+)
 
-__all__ = ["Case", "Mistake", "Exercise", "Verdict", "ExerciseError", "register", "EXERCISES", "strict_mode",
-           "check_q_sample", "check_normal_kl", "check_simple_loss", "check_cosine_betas"]
-
-FALLBACK = "using the reference so the notebook goes on"
-
-
-class ExerciseError(AssertionError):
-    """A wrong answer in strict mode."""
-
-
-@dataclass
-class Case:
-    """One call of the function under test: ``fn(*args, **kwargs)``; ``label`` says what the case probes."""
-    args: tuple
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""
-
-
-@dataclass
-class Mistake:
-    """A known wrong answer: ``fn`` computes what that mistake returns (same signature as the exercise)."""
-    what: str
-    hint: str
-    fn: Callable
-
-
-@dataclass
-class Verdict:
-    """``status``: "correct", "missing" (NotImplementedError) or "wrong"; ``message`` is the one-line verdict."""
-    status: str
-    message: str
-    error: BaseException | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "correct"
+__all__ = [
+    # the machinery, from ddpm_lite.course.checking
+    "Case", "Mistake", "Exercise", "Verdict", "ExerciseError", "register", "EXERCISES", "strict_mode",
+    # the checks, by notebook
+    "check_q_sample",  # 01
+    "check_q_posterior", "check_p_sample",  # 02
+    "check_normal_kl", "check_simple_loss",  # 03
+    "check_learned_range_log_variance",  # 04
+    "check_cosine_betas",  # 05
+    "check_importance_sampler_weights",  # 06
+    "check_timestep_embedding",  # 07
+    "check_guided_mean",  # 08
+    "check_frechet_distance_diag", "check_frechet_distance",  # 09
+    "check_respaced_betas", "check_ddim_step",  # 10
+    "check_snr_db",  # 11
+]
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().double().numpy()
-    if isinstance(x, (np.ndarray, np.generic, float, int, list, tuple)):
-        return np.asarray(x, dtype=np.float64)
-    raise TypeError(type(x).__name__)
-
-
-def _clone(x: Any) -> Any:
-    """A private copy of a tensor or array argument; other objects (a model, a diffusion) are passed as they are."""
-    if isinstance(x, torch.Tensor):
-        return x.clone()
-    return x.copy() if isinstance(x, np.ndarray) else x
-
-
-def _same(a: Any, b: Any) -> bool:
-    """False when the learner's code changed a tensor or array argument in place."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.shape == b.shape and np.array_equal(a, b)
-    return True
-
-
-@dataclass
-class Exercise:
-    """An exercise: the reference, the inputs to try, the known mistakes and a general hint.
-
-    ``cases(generator)`` builds the inputs from a seeded ``torch.Generator`` (so every run checks the same
-    thing). ``arg_names`` names the positional arguments in messages. ``shape_hint`` and ``nan_hint`` replace
-    ``hint`` for a result of the wrong shape or with NaNs. ``errors`` maps regexes on an exception's text to a
-    hint, for mistakes that crash (a shape that does not broadcast).
-    """
-    name: str
-    reference: Callable
-    cases: Callable[[torch.Generator], list[Case]]
-    mistakes: Sequence[Mistake] = ()
-    hint: str = "compare your code with the equation above, term by term"
-    arg_names: Sequence[str] = ()
-    shape_hint: str = ""
-    nan_hint: str = ""
-    errors: Sequence[tuple[str, str]] = ()
-    rtol: float = 1e-4
-    atol: float = 1e-5
-    seed: int = 0
-
-    # ------------------------------------------------------------------ running
-    def make_cases(self) -> list[Case]:
-        return self.cases(torch.Generator().manual_seed(self.seed))
-
-    def _call(self, fn: Callable, case: Case):
-        args = tuple(_clone(a) for a in case.args)
-        kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
-        with torch.no_grad():
-            out = fn(*args, **kwargs)
-        changed = [self._arg_name(i) for i, (a, b) in enumerate(zip(args, case.args)) if not _same(a, b)]
-        changed += [k for k, v in kwargs.items() if not _same(v, case.kwargs[k])]
-        return out, changed
-
-    def _arg_name(self, i: int) -> str:
-        return self.arg_names[i] if i < len(self.arg_names) else f"argument {i + 1}"
-
-    def _close(self, a: np.ndarray, b: np.ndarray) -> bool:
-        return a.shape == b.shape and np.allclose(a, b, rtol=self.rtol, atol=self.atol, equal_nan=True)
-
-    def _wrong(self, what: str, hint: str = "") -> Verdict:
-        return Verdict("wrong", f"❌ {self.name}: {what}" + (f" — {hint}" if hint else ""))
-
-    def diagnose(self, fn: Callable) -> Verdict:
-        """Run ``fn`` on every case and return the verdict (prints nothing, never falls back)."""
-        for i, case in enumerate(self.make_cases()):
-            where = f" for {case.label}" if case.label else ""
-            expected = _to_numpy(self.reference(*case.args, **case.kwargs))
-            try:
-                raw, changed = self._call(fn, case)
-            except NotImplementedError as err:
-                return Verdict("missing", f"⏳ {self.name}: not implemented yet — {FALLBACK}", err)
-            except Exception as err:  # noqa: BLE001 - any crash of the learner's code is feedback
-                return self._explain_error(err, where)
-            if raw is None:
-                return self._wrong("returned None", "did you forget the `return`?")
-            try:
-                got = _to_numpy(raw)
-            except (TypeError, ValueError):
-                return self._wrong(f"returned a {type(raw).__name__}", "return a tensor (or array) of numbers")
-            if changed:
-                return self._wrong(f"changed its input {', '.join(f'`{c}`' for c in changed)} in place",
-                                   "avoid in-place operations such as `x *= ...` or `.add_()` on the arguments")
-            if i == 0:
-                again, _ = self._call(fn, case)
-                if not self._close(_to_numpy(again), got):
-                    return self._wrong("gives different results for the same inputs",
-                                       "use the noise passed in as an argument; don't draw new random numbers")
-            if self._close(got, expected):
-                continue
-            for mistake in self.mistakes:
-                try:
-                    wrong = _to_numpy(mistake.fn(*case.args, **case.kwargs))
-                except Exception:  # noqa: BLE001 - a mistake that crashes on this case cannot be the one
-                    continue
-                if self._close(got, wrong):
-                    return self._wrong(mistake.what + where, mistake.hint)
-            if got.shape != expected.shape:
-                return self._wrong(f"wrong shape{where}: got {tuple(got.shape)}, expected {tuple(expected.shape)}",
-                                   self.shape_hint or self.hint)
-            if not np.isfinite(got).all() and np.isfinite(expected).all():
-                return self._wrong(f"NaN or inf in the result{where}", self.nan_hint or self.hint)
-            err = np.abs(got - expected).max()
-            return self._wrong(f"wrong values{where} (largest error {err:.3g})", self.hint)
-        return Verdict("correct", f"✅ {self.name}: correct — your function is used from here on")
-
-    def _explain_error(self, err: Exception, where: str) -> Verdict:
-        text = f"{type(err).__name__}: {err}".splitlines()[0]
-        for pattern, hint in self.errors:
-            if re.search(pattern, text):
-                return Verdict("wrong", f"❌ {self.name} raised {text[:160]}{where} — {hint}", err)
-        return Verdict("wrong", f"❌ {self.name} raised {text[:160]}{where} — {self.hint}", err)
-
-    def check(self, fn: Callable) -> Callable:
-        """Print the verdict; return ``fn`` when correct, else the reference (strict mode: raise instead)."""
-        verdict = self.diagnose(fn)
-        if verdict.ok:
-            print(verdict.message)
-            return fn
-        if strict_mode():
-            if verdict.status == "missing":
-                raise verdict.error
-            raise ExerciseError(verdict.message) from verdict.error
-        print(verdict.message if verdict.status == "missing" else f"{verdict.message} ({FALLBACK})")
-        return self.reference
-
-
-EXERCISES: dict[str, Exercise] = {}
-
-
-def register(exercise: Exercise) -> Exercise:
-    """Add an exercise to :data:`EXERCISES` (the tests run every registered one) and return it."""
-    if exercise.name in EXERCISES:
-        raise ValueError(f"an exercise named {exercise.name!r} is already registered")
-    EXERCISES[exercise.name] = exercise
-    return exercise
-
-
+# ======================================================================================================================
+# shared by the exercises: random inputs, per-example values, alpha-bar, a toy model
+# ======================================================================================================================
 def _randn(g: torch.Generator, *shape, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-def _expand(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A value per example (B,) reshaped to (B, 1, ...) so that it multiplies x (B, ...) example by example."""
     return v.reshape(len(v), *([1] * (x.ndim - 1)))
 
 
-# ====================================================================== 01: q_sample (DDPM eq. 4)
-def reference_q_sample(x0, t, noise, betas):
-    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
-    betas = betas.detach().cpu().numpy() if isinstance(betas, torch.Tensor) else np.asarray(betas)
-    return GaussianDiffusion(betas).q_sample(x0, t, noise)
-
-
-def _q_with(abar_fn, mean_fn=torch.sqrt, std_fn=torch.sqrt, swap=False):
-    def q(x0, t, noise, betas):
-        ab = _expand(abar_fn(betas.double())[t], x0)
-        a, b = (noise, x0) if swap else (x0, noise)
-        return mean_fn(ab) * a + std_fn(1 - ab) * b
-    return q
+def _betas64(betas) -> torch.Tensor:
+    """A schedule (tensor, array or list of betas) as a float64 CPU tensor."""
+    return torch.as_tensor(betas).detach().cpu().double()
 
 
 def _abar(b):
@@ -258,8 +95,39 @@ def _abar_next(b):
     return torch.cat([_abar(b)[1:], b.new_zeros(1)])
 
 
+def _abar_prev_wrapped(b):
+    """alpha_bar_{t-1} read as cumprod[t - 1]: at t = 0 that is cumprod[-1], the last alpha_bar."""
+    return torch.roll(_abar(b), 1)
+
+
 def _ident(v):
     return v
+
+
+class _ToyEpsModel:
+    """A fixed, deterministic "network" for the checks: eps_theta(x, t) = 0.6 x - 0.3 tanh(x) + t / 1000."""
+
+    def __call__(self, x, t):
+        return 0.6 * x - 0.3 * torch.tanh(x) + _per_example(t.to(x.dtype) / 1000, x)
+
+    def __repr__(self):
+        return "toy eps model"
+
+
+# ======================================================================================================================
+# 01: q_sample (DDPM eq. 4)
+# ======================================================================================================================
+def reference_q_sample(x0, t, noise, betas):
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
+    return GaussianDiffusion(_betas64(betas).numpy()).q_sample(x0, t, noise)
+
+
+def _q_with(abar_fn, mean_fn=torch.sqrt, std_fn=torch.sqrt, swap=False):
+    def q(x0, t, noise, betas):
+        ab = _per_example(abar_fn(_betas64(betas))[t], x0)
+        a, b = (noise, x0) if swap else (x0, noise)
+        return mean_fn(ab) * a + std_fn(1 - ab) * b
+    return q
 
 
 def _q_sample_cases(g):
@@ -315,7 +183,176 @@ def check_q_sample(fn):
     return Q_SAMPLE.check(fn)
 
 
-# ====================================================================== 03: normal_kl (DDPM eq. 5 terms)
+# ======================================================================================================================
+# 02: q_posterior (DDPM eqs. 6-7)
+# ======================================================================================================================
+def reference_q_posterior(x0, x_t, t, betas):
+    """(mean, variance) of q(x_{t-1} | x_t, x_0): mean = coef1 x0 + coef2 x_t, variance = beta-tilde_t (B, 1, ...)."""
+    b = _betas64(betas)
+    ab, ab_prev = _abar(b), _abar_prev(b)
+    coef1 = _per_example(b[t] * ab_prev[t].sqrt() / (1 - ab[t]), x0)
+    coef2 = _per_example((1 - ab_prev[t]) * (1 - b[t]).sqrt() / (1 - ab[t]), x0)
+    variance = _per_example((1 - ab_prev[t]) / (1 - ab[t]) * b[t], x0)
+    return coef1 * x0 + coef2 * x_t, variance
+
+
+def _posterior_with(abar_prev=_abar_prev, c1_abar="prev", c2_alpha="sqrt", swap=False, var="tilde"):
+    """The posterior with one knob turned: the generator of the known mistakes (returns the packed pair)."""
+    def post(x0, x_t, t, betas):
+        b = _betas64(betas)
+        ab, ab_prev = _abar(b), abar_prev(b)
+        c1_ab = {"prev": ab_prev, "t": ab}[c1_abar]
+        alpha = 1 - b
+        c2_a = {"sqrt": alpha.sqrt(), "none": alpha, "abar": ab.sqrt()}[c2_alpha]
+        coef1 = _per_example(b[t] * c1_ab[t].sqrt() / (1 - ab[t]), x0)
+        coef2 = _per_example((1 - ab_prev[t]) * c2_a[t] / (1 - ab[t]), x0)
+        if swap:
+            coef1, coef2 = coef2, coef1
+        tilde = (1 - ab_prev) / (1 - ab) * b
+        v = {"tilde": tilde, "beta": b, "std": tilde.sqrt(),
+             "inverted": (1 - ab) / (1 - ab_prev) * b}[var]
+        mean = coef1 * x0 + coef2 * x_t
+        return torch.stack([mean.double(), _per_example(v[t], x0).expand_as(mean).double()])
+    return post
+
+
+def _q_posterior_cases(g):
+    betas = torch.from_numpy(np.linspace(1e-4, 0.02, 1000))
+    return [
+        Case((_randn(g, 5, 1, 4, 3), _randn(g, 5, 1, 4, 3), torch.tensor([0, 3, 90, 400, 998]), betas)),
+        Case((_randn(g, 4, 2), _randn(g, 4, 2), torch.tensor([1, 1, 999, 500]), betas), label="2-D points"),
+        Case((_randn(g, 3, 3, 2, 2), _randn(g, 3, 3, 2, 2), torch.tensor([0, 50, 199]),
+              torch.from_numpy(_cosine_betas(200))), label="another schedule (cosine, T = 200)"),
+    ]
+
+
+Q_POSTERIOR = register(Exercise(
+    name="q_posterior",
+    reference=_pair(reference_q_posterior, "q_posterior", "(mean, variance)"),
+    cases=_q_posterior_cases,
+    arg_names=("x0", "x_t", "t", "betas"),
+    hint="mean = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x0 + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / "
+         "(1 - alpha_bar_t) x_t, variance = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (eqs. 6-7)",
+    shape_hint="return a pair (mean, variance): the mean has the shape of x0, the variance one value per example "
+               "(shape (B,) or (B, 1, ...))",
+    errors=[(r"must return a pair", "return both: `return mean, variance`"),
+            (r"must match the size of tensor|not broadcastable|broadcast|expand",
+             "coefficients indexed by t have shape (B,): reshape them to (B, 1, 1, ...) to multiply x0 and x_t")],
+    mistakes=[
+        Mistake("alpha_bar_{t-1} wraps around at t = 0",
+                "cumprod(...)[t - 1] at t = 0 reads the *last* alpha_bar; alpha_bar_{t-1} at t = 0 is 1 (no noise "
+                "yet): alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]])",
+                _posterior_with(abar_prev=_abar_prev_wrapped)),
+        Mistake("alpha_bar_t in place of alpha_bar_{t-1} in the coefficient of x0",
+                "eq. 7: the x0 coefficient is beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)",
+                _posterior_with(c1_abar="t")),
+        Mistake("alpha_t without its square root in the coefficient of x_t",
+                "eq. 7: the x_t coefficient is sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)",
+                _posterior_with(c2_alpha="none")),
+        Mistake("alpha_bar_t in place of alpha_t in the coefficient of x_t",
+                "x_t comes from x_{t-1} by one step, scaled by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)",
+                _posterior_with(c2_alpha="abar")),
+        Mistake("the coefficients of x0 and x_t are swapped",
+                "x0 gets beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t); x_t gets sqrt(alpha_t) "
+                "(1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)", _posterior_with(swap=True)),
+        Mistake("the variance is beta_t", "beta_t is the forward step's variance; the posterior's is smaller: "
+                "beta-tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (eq. 7)", _posterior_with(var="beta")),
+        Mistake("the variance ratio is upside down",
+                "beta-tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t: alpha_bar_{t-1} on top",
+                _posterior_with(var="inverted")),
+        Mistake("a standard deviation, not a variance", "return beta-tilde_t itself, not its square root",
+                _posterior_with(var="std")),
+    ],
+))
+
+
+def check_q_posterior(fn):
+    """Check ``q_posterior(x0, x_t, t, betas) -> (mean, variance)`` (DDPM eqs. 6-7); returns the function to use."""
+    return _check_pair(Q_POSTERIOR, fn, reference_q_posterior, "q_posterior", "(mean, variance)")
+
+
+# ======================================================================================================================
+# 02: one ancestral sampling step (DDPM Algorithm 2)
+# ======================================================================================================================
+def reference_p_sample(model, x_t, t, noise, betas):
+    """x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z, sigma_t^2 = beta-tilde_t,
+    z = noise except at t = 0 (DDPM eq. 11 and Algorithm 2)."""
+    return _p_sample_with()(model, x_t, t, noise, betas)
+
+
+def _p_sample_with(noise_at_zero=False, no_noise=False, var="tilde", std=True, scale_alpha="sqrt",
+                   eps_coef_sqrt=True, sign=-1.0, abar_prev=_abar_prev):
+    def step(model, x_t, t, noise, betas):
+        b = _betas64(betas)
+        ab, ab_prev = _abar(b), abar_prev(b)
+        alpha = 1 - b
+        eps = model(x_t, t)
+        eps_coef = b / ((1 - ab).sqrt() if eps_coef_sqrt else (1 - ab))
+        scale = {"sqrt": alpha.sqrt(), "none": torch.ones_like(alpha), "abar": ab.sqrt()}[scale_alpha]
+        mean = (x_t + sign * _per_example(eps_coef[t], x_t) * eps) / _per_example(scale[t], x_t)
+        variance = {"tilde": (1 - ab_prev) / (1 - ab) * b, "beta": b}[var]
+        sigma = _per_example(variance[t].sqrt() if std else variance[t], x_t)
+        if no_noise:
+            return mean
+        nonzero = torch.ones_like(t, dtype=torch.float64) if noise_at_zero else (t != 0).double()
+        return mean + _per_example(nonzero, x_t) * sigma * noise
+    return step
+
+
+def _p_sample_cases(g):
+    model = _ToyEpsModel()
+    betas = torch.from_numpy(np.linspace(1e-4, 0.02, 1000))
+    return [
+        Case((model, _randn(g, 5, 1, 3, 3), torch.tensor([0, 4, 120, 600, 999]), _randn(g, 5, 1, 3, 3), betas)),
+        Case((model, _randn(g, 4, 2), torch.tensor([0, 1, 2, 500]), _randn(g, 4, 2), betas), label="2-D points"),
+        Case((model, _randn(g, 3, 2), torch.tensor([0, 20, 99]), _randn(g, 3, 2), torch.from_numpy(_cosine_betas(100))),
+             label="another schedule (cosine, T = 100)"),
+    ]
+
+
+P_SAMPLE = register(Exercise(
+    name="p_sample",
+    reference=reference_p_sample,
+    cases=_p_sample_cases,
+    arg_names=("model", "x_t", "t", "noise", "betas"),
+    hint="eps = model(x_t, t); mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t); "
+         "x_{t-1} = mean + sqrt(beta-tilde_t) * noise, without the noise where t = 0 (Algorithm 2)",
+    shape_hint="x_{t-1} has the shape of x_t: reshape per-example values (B,) to (B, 1, ...)",
+    errors=[(r"must match the size of tensor|not broadcastable|broadcast",
+             "values indexed by t have shape (B,): reshape them to (B, 1, 1, ...) to multiply x_t")],
+    mistakes=[
+        Mistake("no noise added", "Algorithm 2 adds sigma_t z at every step but the last: x_{t-1} = mean + sigma_t z",
+                _p_sample_with(no_noise=True)),
+        Mistake("alpha_bar_{t-1} wraps around at t = 0, and the last step adds noise",
+                "at t = 0 (the paper's t = 1) alpha_bar_{t-1} is 1, so beta-tilde_0 = 0: the last step returns the "
+                "mean. alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]]), and multiply the noise by (t != 0)",
+                _p_sample_with(noise_at_zero=True, abar_prev=_abar_prev_wrapped)),
+        Mistake("the noise is scaled by the variance", "scale it by the standard deviation sigma_t = "
+                "sqrt(beta-tilde_t)", _p_sample_with(std=False)),
+        Mistake("sigma_t^2 = beta_t", "this notebook uses the posterior variance sigma_t^2 = beta-tilde_t = "
+                "(1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t; beta_t is DDPM's other choice (notebook 04)",
+                _p_sample_with(var="beta")),
+        Mistake("the division by sqrt(alpha_t) is missing",
+                "eq. 11: mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)",
+                _p_sample_with(scale_alpha="none")),
+        Mistake("divided by sqrt(alpha_bar_t) instead of sqrt(alpha_t)", "one reverse step undoes one forward step: "
+                "divide by sqrt(alpha_t) = sqrt(1 - beta_t)", _p_sample_with(scale_alpha="abar")),
+        Mistake("the eps coefficient is beta_t / (1 - alpha_bar_t)",
+                "a missing square root: beta_t / sqrt(1 - alpha_bar_t)", _p_sample_with(eps_coef_sqrt=False)),
+        Mistake("the predicted noise is added", "remove the predicted noise: x_t - beta_t / sqrt(1 - alpha_bar_t) eps",
+                _p_sample_with(sign=1.0)),
+    ],
+))
+
+
+def check_p_sample(fn):
+    """Check ``p_sample(model, x_t, t, noise, betas) -> x_{t-1}`` (DDPM Algorithm 2); returns the function to use."""
+    return P_SAMPLE.check(fn)
+
+
+# ======================================================================================================================
+# 03: normal_kl (the terms of DDPM eq. 5)
+# ======================================================================================================================
 def reference_normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise."""
     return _normal_kl(mean1, logvar1, mean2, logvar2)
@@ -386,21 +423,13 @@ def check_normal_kl(fn):
     return NORMAL_KL.check(fn)
 
 
-# ====================================================================== 03: the simple loss (DDPM eq. 14)
+# ======================================================================================================================
+# 03: the simple loss (DDPM eq. 14)
+# ======================================================================================================================
 def reference_simple_loss(model, diffusion, x0, t, noise):
     """L_simple per example: mean over pixels of (noise - model(x_t, t))^2, x_t = q_sample(x0, t, noise)."""
     x_t = diffusion.q_sample(x0, t, noise)
     return mean_flat((noise - model(x_t, t)) ** 2)
-
-
-class _ToyEpsModel:
-    """A fixed, deterministic "network" for the checks: eps_theta(x, t) = 0.6 x - 0.3 tanh(x) + t / 1000."""
-
-    def __call__(self, x, t):
-        return 0.6 * x - 0.3 * torch.tanh(x) + _expand(t.to(x.dtype) / 1000, x)
-
-    def __repr__(self):
-        return "toy eps model"
 
 
 def _simple_cases(g):
@@ -464,7 +493,81 @@ def check_simple_loss(fn):
     return SIMPLE_LOSS.check(fn)
 
 
-# ====================================================================== 05: cosine_betas (Improved DDPM eq. 17)
+# ======================================================================================================================
+# 04: learned-range variance (Improved DDPM eq. 15)
+# ======================================================================================================================
+def reference_learned_range_log_variance(v, t, betas):
+    """log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t, with log beta-tilde_0 clipped to log beta-tilde_1."""
+    return _lrv_with()(v, t, betas)
+
+
+def _lrv_with(swap=False, in_log=True, out="log", clip=True, abar_prev=_abar_prev, v_map=_ident):
+    def log_var(v, t, betas):
+        b = _betas64(betas)
+        ab, ab_prev = _abar(b), abar_prev(b)
+        tilde = (1 - ab_prev) / (1 - ab) * b
+        if clip:
+            tilde = torch.cat([tilde[1:2], tilde[1:]])
+        hi, lo = _per_example(b[t], v), _per_example(tilde[t], v)
+        w = v_map(v.double())
+        if swap:
+            w = 1 - w
+        log_sigma = w * torch.log(hi) + (1 - w) * torch.log(lo) if in_log else torch.log(w * hi + (1 - w) * lo)
+        return {"log": log_sigma, "var": torch.exp(log_sigma), "half": 0.5 * log_sigma}[out]
+    return log_var
+
+
+def _lrv_cases(g):
+    betas = torch.from_numpy(_cosine_betas(1000))
+    return [
+        Case((torch.rand(4, 1, 3, 3, generator=g), torch.tensor([0, 1, 300, 999]), betas)),
+        Case((torch.rand(3, 2, generator=g), torch.tensor([5, 0, 60]), torch.from_numpy(np.linspace(1e-4, 0.02, 100))),
+             label="2-D points, linear schedule with T = 100"),
+        Case((torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([10, 500]), betas),
+             label="v = 0 (beta-tilde) and v = 1 (beta)"),
+    ]
+
+
+LEARNED_RANGE = register(Exercise(
+    name="learned_range_log_variance",
+    reference=reference_learned_range_log_variance,
+    cases=_lrv_cases,
+    arg_names=("v", "t", "betas"),
+    hint="log Sigma = v * log(beta_t) + (1 - v) * log(beta-tilde_t), beta-tilde_t = (1 - alpha_bar_{t-1}) / "
+         "(1 - alpha_bar_t) beta_t, with beta-tilde_0 replaced by beta-tilde_1 (eq. 15)",
+    shape_hint="return one log-variance per element of v: reshape beta_t and beta-tilde_t (B,) to (B, 1, ...)",
+    nan_hint="beta-tilde_0 = 0 and log(0) = -inf: use beta-tilde_1 at t = 0, as the reference code does",
+    errors=[(r"must match the size of tensor|not broadcastable|broadcast",
+             "beta[t] has shape (B,): reshape it to (B, 1, ...) to multiply v")],
+    mistakes=[
+        Mistake("log beta-tilde_0 is -inf", "beta-tilde_0 = 0: clip it, i.e. use beta-tilde_1 at t = 0 "
+                "(the reference code's posterior_log_variance_clipped)", _lrv_with(clip=False)),
+        Mistake("v and 1 - v are swapped", "v = 1 gives beta_t, v = 0 gives beta-tilde_t: v log beta_t + "
+                "(1 - v) log beta-tilde_t", _lrv_with(swap=True)),
+        Mistake("the variances are interpolated, not their logs", "eq. 15 mixes log-variances: "
+                "v log beta_t + (1 - v) log beta-tilde_t (an interpolation in log space)", _lrv_with(in_log=False)),
+        Mistake("returned Sigma instead of log Sigma", "return the log-variance; the sampler takes exp() itself",
+                _lrv_with(out="var")),
+        Mistake("returned log sigma (half the log-variance)", "return log Sigma, the log of the variance",
+                _lrv_with(out="half")),
+        Mistake("alpha_bar_{t-1} wraps around at t = 0", "alpha_bar_{t-1} at t = 0 is 1: "
+                "torch.cat([torch.ones(1), alpha_bar[:-1]]), not alpha_bar[t - 1]; then clip beta-tilde_0",
+                _lrv_with(abar_prev=_abar_prev_wrapped, clip=False)),
+        Mistake("v is mapped from [-1, 1] to [0, 1]", "here v is already the weight of eq. 15, in [0, 1]; the package "
+                "maps the network's raw output with (output + 1) / 2 before this",
+                _lrv_with(v_map=lambda v: (v + 1) / 2)),
+    ],
+))
+
+
+def check_learned_range_log_variance(fn):
+    """Check ``learned_range_log_variance(v, t, betas)`` (Improved DDPM eq. 15); returns the function to use."""
+    return LEARNED_RANGE.check(fn)
+
+
+# ======================================================================================================================
+# 05: cosine_betas (Improved DDPM eq. 17)
+# ======================================================================================================================
 def reference_cosine_betas(num_timesteps, s=0.008, max_beta=0.999):
     """beta_t = min(1 - alpha_bar_t / alpha_bar_{t-1}, max_beta), alpha_bar_t = f(t) / f(0)."""
     return _cosine_betas(num_timesteps, s=s, max_beta=max_beta)
@@ -533,7 +636,94 @@ def check_cosine_betas(fn):
     return COSINE_BETAS.check(fn)
 
 
-# ====================================================================== 07: timestep_embedding (Ho et al. 2020, sec. 4)
+# ======================================================================================================================
+# 06: the importance sampler (Improved DDPM eq. 18)
+# ======================================================================================================================
+def reference_importance_sampler_weights(loss_history, uniform_prob=0.001):
+    """(p, weights), both (T,): p_t proportional to sqrt(mean of loss_history[t]^2), mixed with the uniform
+    distribution (weight ``uniform_prob``); weights_t = 1 / (T p_t). Exactly ``LossSecondMomentResampler``."""
+    from ..resample import LossSecondMomentResampler
+
+    history = torch.as_tensor(loss_history).detach().cpu().double().numpy()
+    sampler = LossSecondMomentResampler(history.shape[0], history_per_term=history.shape[1],
+                                        uniform_prob=float(uniform_prob))
+    sampler.loss_history = history.copy()
+    sampler.loss_counts[:] = history.shape[1]
+    p = torch.from_numpy(sampler.weights())
+    return p, 1.0 / (len(p) * p)
+
+
+def _is_with(moment="rms", normalise=True, mix="ok", weights="ok", axis=-1, fixed_prob=None):
+    def sampler(loss_history, uniform_prob=0.001):
+        uniform_prob = uniform_prob if fixed_prob is None else fixed_prob
+        h = torch.as_tensor(loss_history).double()
+        m = {"rms": (h ** 2).mean(axis).sqrt(), "second": (h ** 2).mean(axis), "mean": h.mean(axis)}[moment]
+        T = len(m)
+        p = m / m.sum() if normalise else m
+        if mix == "ok":
+            p = (1 - uniform_prob) * p + uniform_prob / T
+        elif mix == "no_T":
+            p = (1 - uniform_prob) * p + uniform_prob
+        w = {"ok": 1 / (T * p), "no_T": 1 / p, "inverted": T * p}[weights]
+        return torch.stack([p, w])
+    return sampler
+
+
+def _is_cases(g):
+    def history(T, K):
+        profile = torch.logspace(1, -2, T, dtype=torch.float64)[:, None]
+        return profile * (0.5 + torch.rand(T, K, generator=g, dtype=torch.float64))
+    return [
+        Case((history(40, 10), 0.01)),
+        Case((history(1000, 10),), label="T = 1000 with the default uniform_prob"),
+        Case((history(30, 5), 0.2), label="uniform_prob = 0.2 (use the argument)"),
+    ]
+
+
+IMPORTANCE = register(Exercise(
+    name="importance_sampler_weights",
+    reference=_pair(reference_importance_sampler_weights, "importance_sampler_weights", "(p, weights)"),
+    cases=_is_cases,
+    arg_names=("loss_history", "uniform_prob"),
+    hint="p_t = sqrt(mean_k loss_history[t, k]^2), normalised to sum to 1, then (1 - uniform_prob) p_t + "
+         "uniform_prob / T; weights_t = 1 / (T p_t) (eq. 18)",
+    shape_hint="return (p, weights), each with one value per timestep: loss_history is (T, K), K recent losses "
+               "per t; average over the last axis",
+    errors=[(r"must return a pair", "return both: `return p, weights`")],
+    mistakes=[
+        Mistake("p_t proportional to E[L_t^2], without the square root",
+                "eq. 18 takes the root mean square: p_t proportional to sqrt(E[L_t^2])", _is_with(moment="second")),
+        Mistake("p_t proportional to the mean loss E[L_t]",
+                "eq. 18 uses the root of the second moment, sqrt(mean of L_t^2), not the mean of L_t",
+                _is_with(moment="mean")),
+        Mistake("p is not normalised", "divide by the sum so that p sums to 1 (before mixing with the uniform)",
+                _is_with(normalise=False)),
+        Mistake("the uniform mixture is missing", "mix in uniform_prob of the uniform distribution: "
+                "(1 - uniform_prob) p_t + uniform_prob / T, so that no t ever gets probability 0",
+                _is_with(mix="none")),
+        Mistake("the uniform part is not divided by T", "the uniform distribution puts 1 / T on each t: "
+                "(1 - uniform_prob) p_t + uniform_prob / T", _is_with(mix="no_T")),
+        Mistake("weights = 1 / p_t", "the factor 1 / T is missing: weights_t = 1 / (T p_t), which is 1 for the "
+                "uniform p_t = 1 / T", _is_with(weights="no_T")),
+        Mistake("weights = T p_t", "upside down: the weight undoes the over-sampling, weights_t = 1 / (T p_t)",
+                _is_with(weights="inverted")),
+        Mistake("uniform_prob is ignored", "mix with the uniform_prob argument, not the constant 0.001",
+                _is_with(fixed_prob=0.001)),
+        Mistake("averaged over t instead of over the history", "loss_history[t] holds the K recent losses of step "
+                "t: average over the last axis, one value per t", _is_with(axis=0)),
+    ],
+))
+
+
+def check_importance_sampler_weights(fn):
+    """Check ``importance_sampler_weights(loss_history, uniform_prob=0.001) -> (p, weights)`` (eq. 18)."""
+    return _check_pair(IMPORTANCE, fn, reference_importance_sampler_weights, "importance_sampler_weights",
+                       "(p, weights)")
+
+
+# ======================================================================================================================
+# 07: timestep_embedding (Ho et al. 2020, section 4)
+# ======================================================================================================================
 def reference_timestep_embedding(t, dim, max_period=10000):
     """half = dim // 2 frequencies exp(-ln(max_period) i / half); [cos(t f), sin(t f)], a zero column if dim is odd."""
     from ..models import timestep_embedding as _timestep_embedding
@@ -590,10 +780,12 @@ TIMESTEP_EMBEDDING = register(Exercise(
                 "divide by half = dim // 2 (the number of frequencies), so the lowest frequency is ~1/max_period",
                 _emb_with(denom="dim")),
         Mistake("log base 10 instead of the natural log",
-                "exp undoes the natural log: freqs = exp(-math.log(max_period) * i / half), i.e. max_period ** (-i/half)",
+                "exp undoes the natural log: freqs = exp(-math.log(max_period) * i / half), "
+                "i.e. max_period ** (-i/half)",
                 _emb_with(log=math.log10)),
         Mistake("log base 2 instead of the natural log",
-                "exp undoes the natural log: freqs = exp(-math.log(max_period) * i / half), i.e. max_period ** (-i/half)",
+                "exp undoes the natural log: freqs = exp(-math.log(max_period) * i / half), "
+                "i.e. max_period ** (-i/half)",
                 _emb_with(log=math.log2)),
         Mistake("the frequencies grow instead of shrinking (a sign)",
                 "the exponent is negative: exp(-ln(max_period) * i / half) goes from 1 down to ~1/max_period",
@@ -612,7 +804,9 @@ def check_timestep_embedding(fn):
     return TIMESTEP_EMBEDDING.check(fn)
 
 
-# ====================================================================== 08: the guided mean (ADM Algorithm 1)
+# ======================================================================================================================
+# 08: the guided mean (ADM Algorithm 1)
+# ======================================================================================================================
 def reference_guided_mean(mean, variance, grad, scale):
     """mu + s * Sigma * grad_x log p(y | x_t): GaussianDiffusion.condition_mean with cond_fn = s * grad."""
     diffusion = GaussianDiffusion(np.linspace(1e-4, 0.02, 10))  # condition_mean only uses the mean and Sigma
@@ -662,7 +856,9 @@ def check_guided_mean(fn):
     return GUIDED_MEAN.check(fn)
 
 
-# ====================================================================== 09: the Frechet distance (FID)
+# ======================================================================================================================
+# 09: the Frechet distance (FID), diagonal covariances then full ones
+# ======================================================================================================================
 def _fd_reference(mu1, sigma1, mu2, sigma2):
     from ..metrics.fid import frechet_distance as _frechet_distance
 
@@ -791,7 +987,8 @@ FRECHET_DISTANCE = register(Exercise(
                 _fd_with(cross=lambda s1, s2: np.trace(s1 @ s2))),
         Mistake("an elementwise square root (np.sqrt) instead of the matrix square root",
                 "np.sqrt works entry by entry; (sigma1 sigma2)^(1/2) is the matrix square root: "
-                "scipy.linalg.sqrtm(sigma1 @ sigma2)", _fd_with(cross=lambda s1, s2: np.trace(_entrywise_sqrt(s1 @ s2)))),
+                "scipy.linalg.sqrtm(sigma1 @ sigma2)",
+                _fd_with(cross=lambda s1, s2: np.trace(_entrywise_sqrt(s1 @ s2)))),
         Mistake("the product of the square roots instead of the square root of the product",
                 "sqrtm(sigma1) @ sqrtm(sigma2) differs from sqrtm(sigma1 @ sigma2) unless the covariances commute: "
                 "use tr(sqrtm(sigma1 @ sigma2))", _fd_with(cross=lambda s1, s2: np.trace(_sqrtm(s1) @ _sqrtm(s2)))),
@@ -809,16 +1006,14 @@ def check_frechet_distance(fn):
     return FRECHET_DISTANCE.check(fn)
 
 
-__all__ += ["check_timestep_embedding", "check_guided_mean", "check_frechet_distance_diag", "check_frechet_distance"]
-
-
-# ====================================================================== 10: respaced betas (Improved DDPM section 4)
+# ======================================================================================================================
+# 10: respaced betas (Improved DDPM section 4)
+# ======================================================================================================================
 def reference_respaced_betas(betas, kept):
     """beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}] over the sorted kept steps S, alpha_bar[S_{-1}] = 1."""
     from ..respace import respace
 
-    betas = betas.detach().cpu().numpy() if isinstance(betas, torch.Tensor) else np.asarray(betas, np.float64)
-    return respace(GaussianDiffusion(betas), [int(k) for k in kept]).betas
+    return respace(GaussianDiffusion(_betas64(betas).numpy()), [int(k) for k in kept]).betas
 
 
 def _respaced_with(index=lambda s: s, prev="one", ratio=True, sort=True, source="alpha_bar"):
@@ -859,8 +1054,9 @@ RESPACED_BETAS = register(Exercise(
     shape_hint="return one beta per kept step: len(kept) values",
     mistakes=[
         Mistake("the original betas at the kept steps (one step of the old chain, not the jump between kept steps)",
-                "a respaced step jumps from the previous *kept* step: beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}], "
-                "the product of every alpha in between; 1 - alpha_bar[S_i] / alpha_bar[S_i - 1] is just beta[S_i]",
+                "a respaced step jumps from the previous *kept* step: "
+                "beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}], the product of every alpha in between; "
+                "1 - alpha_bar[S_i] / alpha_bar[S_i - 1] is just beta[S_i]",
                 _respaced_with(source="betas")),
         Mistake("off by one: alpha_bar at S_i - 1 (counting t from 1)",
                 "the code counts t from 0 and alpha_bar[t] includes step t: index alpha_bar with the kept steps "
@@ -887,7 +1083,9 @@ def check_respaced_betas(fn):
     return RESPACED_BETAS.check(fn)
 
 
-# ====================================================================== 10: one DDIM step (Song et al. 2021, eq. 12)
+# ======================================================================================================================
+# 10: one DDIM step (Song et al. 2021, eq. 12)
+# ======================================================================================================================
 def reference_ddim_step(x_t, eps, alpha_bar, alpha_bar_prev, eta, noise):
     """x_{t-1} = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma noise, with
     x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar), sigma = eta sqrt((1 - abar_prev) / (1 - abar))
@@ -928,7 +1126,8 @@ DDIM_STEP = register(Exercise(
     cases=_ddim_cases,
     arg_names=("x_t", "eps", "alpha_bar", "alpha_bar_prev", "eta", "noise"),
     hint="x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar); sigma = eta sqrt((1 - abar_prev) / (1 - abar)) "
-         "sqrt(1 - abar / abar_prev); x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma noise",
+         "sqrt(1 - abar / abar_prev); x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps "
+         "+ sigma noise",
     shape_hint="x_{t-1} has the shape of x_t",
     nan_hint="a square root of a negative number? 1 - abar / abar_prev >= 0 only if abar_prev (the step you go "
              "to, less noisy) is the larger one, and 1 - abar_prev - sigma^2 >= 0 only with the right sigma",
@@ -969,365 +1168,9 @@ def check_ddim_step(fn):
     return DDIM_STEP.check(fn)
 
 
-__all__ += ["check_respaced_betas", "check_ddim_step"]
-
-
-# ====================================================================== 02, 06: exercises that return a pair
-def _pair(fn, name: str, what: str):
-    """Wrap ``fn`` returning a pair (a, b) into one returning ``torch.stack([a, b])`` (b broadcast to a's shape:
-    a per-example b of shape (B,) is read as (B, 1, ...)), so the checker compares both at once. A wrong arity
-    raises TypeError("{name} must return a pair {what}, ...")."""
-    def packed(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        if out is None:
-            return None
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            got = f"{len(out)} values" if isinstance(out, (tuple, list)) else f"one {type(out).__name__}"
-            raise TypeError(f"{name} must return a pair {what}, got {got}")
-        a, b = (torch.as_tensor(v) for v in out)
-        a, b = a.double(), b.double()
-        if b.ndim == 1 and a.ndim > 1 and len(b) == len(a):
-            b = b.reshape(len(b), *[1] * (a.ndim - 1))
-        return torch.stack([a, b.expand_as(a)])
-    packed.unpacked = fn
-    return packed
-
-
-def _check_pair(exercise: Exercise, fn: Callable, reference: Callable, name: str, what: str) -> Callable:
-    packed = _pair(fn, name, what)
-    return fn if exercise.check(packed) is packed else reference
-
-
-def _t_shape(v, x):
-    return v.reshape(len(v), *([1] * (x.ndim - 1)))
-
-
-# ====================================================================== 02: q_posterior (DDPM eqs. 6-7)
-def reference_q_posterior(x0, x_t, t, betas):
-    """(mean, variance) of q(x_{t-1} | x_t, x_0): mean = coef1 x0 + coef2 x_t, variance = beta-tilde_t (B, 1, ...)."""
-    b = betas.detach().cpu().double() if isinstance(betas, torch.Tensor) else torch.as_tensor(betas).double()
-    ab = torch.cumprod(1 - b, 0)
-    ab_prev = torch.cat([b.new_ones(1), ab[:-1]])
-    coef1 = _t_shape(b[t] * ab_prev[t].sqrt() / (1 - ab[t]), x0)
-    coef2 = _t_shape((1 - ab_prev[t]) * (1 - b[t]).sqrt() / (1 - ab[t]), x0)
-    variance = _t_shape((1 - ab_prev[t]) / (1 - ab[t]) * b[t], x0)
-    return coef1 * x0 + coef2 * x_t, variance
-
-
-def _posterior_with(abar_prev=_abar_prev, c1_abar="prev", c2_alpha="sqrt", swap=False, var="tilde"):
-    """The posterior with one knob turned: the generator of the known mistakes (returns the packed pair)."""
-    def post(x0, x_t, t, betas):
-        b = betas.double()
-        ab, ab_prev = _abar(b), abar_prev(b)
-        c1_ab = {"prev": ab_prev, "t": ab}[c1_abar]
-        alpha = 1 - b
-        c2_a = {"sqrt": alpha.sqrt(), "none": alpha, "abar": ab.sqrt()}[c2_alpha]
-        coef1 = _t_shape(b[t] * c1_ab[t].sqrt() / (1 - ab[t]), x0)
-        coef2 = _t_shape((1 - ab_prev[t]) * c2_a[t] / (1 - ab[t]), x0)
-        if swap:
-            coef1, coef2 = coef2, coef1
-        tilde = (1 - ab_prev) / (1 - ab) * b
-        v = {"tilde": tilde, "beta": b, "std": tilde.sqrt(),
-             "inverted": (1 - ab) / (1 - ab_prev) * b}[var]
-        mean = coef1 * x0 + coef2 * x_t
-        return torch.stack([mean.double(), _t_shape(v[t], x0).expand_as(mean).double()])
-    return post
-
-
-def _abar_prev_wrapped(b):
-    """alpha_bar_{t-1} read as cumprod[t - 1]: at t = 0 that is cumprod[-1], the last alpha_bar."""
-    return torch.roll(_abar(b), 1)
-
-
-def _q_posterior_cases(g):
-    betas = torch.from_numpy(np.linspace(1e-4, 0.02, 1000))
-    return [
-        Case((_randn(g, 5, 1, 4, 3), _randn(g, 5, 1, 4, 3), torch.tensor([0, 3, 90, 400, 998]), betas)),
-        Case((_randn(g, 4, 2), _randn(g, 4, 2), torch.tensor([1, 1, 999, 500]), betas), label="2-D points"),
-        Case((_randn(g, 3, 3, 2, 2), _randn(g, 3, 3, 2, 2), torch.tensor([0, 50, 199]),
-              torch.from_numpy(_cosine_betas(200))), label="another schedule (cosine, T = 200)"),
-    ]
-
-
-Q_POSTERIOR = register(Exercise(
-    name="q_posterior",
-    reference=_pair(reference_q_posterior, "q_posterior", "(mean, variance)"),
-    cases=_q_posterior_cases,
-    arg_names=("x0", "x_t", "t", "betas"),
-    hint="mean = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) x0 + (1 - alpha_bar_{t-1}) sqrt(alpha_t) / "
-         "(1 - alpha_bar_t) x_t, variance = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (eqs. 6-7)",
-    shape_hint="return a pair (mean, variance): the mean has the shape of x0, the variance one value per example "
-               "(shape (B,) or (B, 1, ...))",
-    errors=[(r"must return a pair", "return both: `return mean, variance`"),
-            (r"must match the size of tensor|not broadcastable|broadcast|expand",
-             "coefficients indexed by t have shape (B,): reshape them to (B, 1, 1, ...) to multiply x0 and x_t")],
-    mistakes=[
-        Mistake("alpha_bar_{t-1} wraps around at t = 0",
-                "cumprod(...)[t - 1] at t = 0 reads the *last* alpha_bar; alpha_bar_{t-1} at t = 0 is 1 (no noise "
-                "yet): alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]])",
-                _posterior_with(abar_prev=_abar_prev_wrapped)),
-        Mistake("alpha_bar_t in place of alpha_bar_{t-1} in the coefficient of x0",
-                "eq. 7: the x0 coefficient is beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)",
-                _posterior_with(c1_abar="t")),
-        Mistake("alpha_t without its square root in the coefficient of x_t",
-                "eq. 7: the x_t coefficient is sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)",
-                _posterior_with(c2_alpha="none")),
-        Mistake("alpha_bar_t in place of alpha_t in the coefficient of x_t",
-                "x_t comes from x_{t-1} by one step, scaled by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)",
-                _posterior_with(c2_alpha="abar")),
-        Mistake("the coefficients of x0 and x_t are swapped",
-                "x0 gets beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t); x_t gets sqrt(alpha_t) (1 - alpha_bar_{t-1}) "
-                "/ (1 - alpha_bar_t)", _posterior_with(swap=True)),
-        Mistake("the variance is beta_t", "beta_t is the forward step's variance; the posterior's is smaller: "
-                "beta-tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (eq. 7)", _posterior_with(var="beta")),
-        Mistake("the variance ratio is upside down",
-                "beta-tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t: alpha_bar_{t-1} on top",
-                _posterior_with(var="inverted")),
-        Mistake("a standard deviation, not a variance", "return beta-tilde_t itself, not its square root",
-                _posterior_with(var="std")),
-    ],
-))
-
-
-def check_q_posterior(fn):
-    """Check ``q_posterior(x0, x_t, t, betas) -> (mean, variance)`` (DDPM eqs. 6-7); returns the function to use."""
-    return _check_pair(Q_POSTERIOR, fn, reference_q_posterior, "q_posterior", "(mean, variance)")
-
-
-# ====================================================================== 02: one ancestral sampling step (DDPM Alg. 2)
-def reference_p_sample(model, x_t, t, noise, betas):
-    """x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z, sigma_t^2 = beta-tilde_t,
-    z = noise except at t = 0 (DDPM eq. 11 and Algorithm 2)."""
-    return _p_sample_with()(model, x_t, t, noise, betas)
-
-
-def _p_sample_with(noise_at_zero=False, no_noise=False, var="tilde", std=True, scale_alpha="sqrt",
-                   eps_coef_sqrt=True, sign=-1.0, abar_prev=_abar_prev):
-    def step(model, x_t, t, noise, betas):
-        b = betas.double() if isinstance(betas, torch.Tensor) else torch.as_tensor(betas).double()
-        ab, ab_prev = _abar(b), abar_prev(b)
-        alpha = 1 - b
-        eps = model(x_t, t)
-        eps_coef = b / ((1 - ab).sqrt() if eps_coef_sqrt else (1 - ab))
-        scale = {"sqrt": alpha.sqrt(), "none": torch.ones_like(alpha), "abar": ab.sqrt()}[scale_alpha]
-        mean = (x_t + sign * _t_shape(eps_coef[t], x_t) * eps) / _t_shape(scale[t], x_t)
-        variance = {"tilde": (1 - ab_prev) / (1 - ab) * b, "beta": b}[var]
-        sigma = _t_shape(variance[t].sqrt() if std else variance[t], x_t)
-        if no_noise:
-            return mean
-        nonzero = torch.ones_like(t, dtype=torch.float64) if noise_at_zero else (t != 0).double()
-        return mean + _t_shape(nonzero, x_t) * sigma * noise
-    return step
-
-
-def _p_sample_cases(g):
-    model = _ToyEpsModel()
-    betas = torch.from_numpy(np.linspace(1e-4, 0.02, 1000))
-    return [
-        Case((model, _randn(g, 5, 1, 3, 3), torch.tensor([0, 4, 120, 600, 999]), _randn(g, 5, 1, 3, 3), betas)),
-        Case((model, _randn(g, 4, 2), torch.tensor([0, 1, 2, 500]), _randn(g, 4, 2), betas), label="2-D points"),
-        Case((model, _randn(g, 3, 2), torch.tensor([0, 20, 99]), _randn(g, 3, 2), torch.from_numpy(_cosine_betas(100))),
-             label="another schedule (cosine, T = 100)"),
-    ]
-
-
-P_SAMPLE = register(Exercise(
-    name="p_sample",
-    reference=reference_p_sample,
-    cases=_p_sample_cases,
-    arg_names=("model", "x_t", "t", "noise", "betas"),
-    hint="eps = model(x_t, t); mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t); "
-         "x_{t-1} = mean + sqrt(beta-tilde_t) * noise, without the noise where t = 0 (Algorithm 2)",
-    shape_hint="x_{t-1} has the shape of x_t: reshape per-example values (B,) to (B, 1, ...)",
-    errors=[(r"must match the size of tensor|not broadcastable|broadcast",
-             "values indexed by t have shape (B,): reshape them to (B, 1, 1, ...) to multiply x_t")],
-    mistakes=[
-        Mistake("no noise added", "Algorithm 2 adds sigma_t z at every step but the last: x_{t-1} = mean + sigma_t z",
-                _p_sample_with(no_noise=True)),
-        Mistake("alpha_bar_{t-1} wraps around at t = 0, and the last step adds noise",
-                "at t = 0 (the paper's t = 1) alpha_bar_{t-1} is 1, so beta-tilde_0 = 0: the last step returns the "
-                "mean. alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]]), and multiply the noise by (t != 0)",
-                _p_sample_with(noise_at_zero=True, abar_prev=_abar_prev_wrapped)),
-        Mistake("the noise is scaled by the variance", "scale it by the standard deviation sigma_t = "
-                "sqrt(beta-tilde_t)", _p_sample_with(std=False)),
-        Mistake("sigma_t^2 = beta_t", "this notebook uses the posterior variance sigma_t^2 = beta-tilde_t = "
-                "(1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t; beta_t is DDPM's other choice (notebook 04)",
-                _p_sample_with(var="beta")),
-        Mistake("the division by sqrt(alpha_t) is missing",
-                "eq. 11: mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)",
-                _p_sample_with(scale_alpha="none")),
-        Mistake("divided by sqrt(alpha_bar_t) instead of sqrt(alpha_t)", "one reverse step undoes one forward step: "
-                "divide by sqrt(alpha_t) = sqrt(1 - beta_t)", _p_sample_with(scale_alpha="abar")),
-        Mistake("the eps coefficient is beta_t / (1 - alpha_bar_t)",
-                "a missing square root: beta_t / sqrt(1 - alpha_bar_t)", _p_sample_with(eps_coef_sqrt=False)),
-        Mistake("the predicted noise is added", "remove the predicted noise: x_t - beta_t / sqrt(1 - alpha_bar_t) eps",
-                _p_sample_with(sign=1.0)),
-    ],
-))
-
-
-def check_p_sample(fn):
-    """Check ``p_sample(model, x_t, t, noise, betas) -> x_{t-1}`` (DDPM Algorithm 2); returns the function to use."""
-    return P_SAMPLE.check(fn)
-
-
-# ====================================================================== 04: learned-range variance (Improved DDPM eq. 15)
-def reference_learned_range_log_variance(v, t, betas):
-    """log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t, with log beta-tilde_0 clipped to log beta-tilde_1."""
-    return _lrv_with()(v, t, betas)
-
-
-def _lrv_with(swap=False, in_log=True, out="log", clip=True, abar_prev=_abar_prev, v_map=_ident):
-    def log_var(v, t, betas):
-        b = betas.double() if isinstance(betas, torch.Tensor) else torch.as_tensor(betas).double()
-        ab, ab_prev = _abar(b), abar_prev(b)
-        tilde = (1 - ab_prev) / (1 - ab) * b
-        if clip:
-            tilde = torch.cat([tilde[1:2], tilde[1:]])
-        hi, lo = _t_shape(b[t], v), _t_shape(tilde[t], v)
-        w = v_map(v.double())
-        if swap:
-            w = 1 - w
-        log_sigma = w * torch.log(hi) + (1 - w) * torch.log(lo) if in_log else torch.log(w * hi + (1 - w) * lo)
-        return {"log": log_sigma, "var": torch.exp(log_sigma), "half": 0.5 * log_sigma}[out]
-    return log_var
-
-
-def _lrv_cases(g):
-    betas = torch.from_numpy(_cosine_betas(1000))
-    return [
-        Case((torch.rand(4, 1, 3, 3, generator=g), torch.tensor([0, 1, 300, 999]), betas)),
-        Case((torch.rand(3, 2, generator=g), torch.tensor([5, 0, 60]), torch.from_numpy(np.linspace(1e-4, 0.02, 100))),
-             label="2-D points, linear schedule with T = 100"),
-        Case((torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([10, 500]), betas),
-             label="v = 0 (beta-tilde) and v = 1 (beta)"),
-    ]
-
-
-LEARNED_RANGE = register(Exercise(
-    name="learned_range_log_variance",
-    reference=reference_learned_range_log_variance,
-    cases=_lrv_cases,
-    arg_names=("v", "t", "betas"),
-    hint="log Sigma = v * log(beta_t) + (1 - v) * log(beta-tilde_t), beta-tilde_t = (1 - alpha_bar_{t-1}) / "
-         "(1 - alpha_bar_t) beta_t, with beta-tilde_0 replaced by beta-tilde_1 (eq. 15)",
-    shape_hint="return one log-variance per element of v: reshape beta_t and beta-tilde_t (B,) to (B, 1, ...)",
-    nan_hint="beta-tilde_0 = 0 and log(0) = -inf: use beta-tilde_1 at t = 0, as the reference code does",
-    errors=[(r"must match the size of tensor|not broadcastable|broadcast",
-             "beta[t] has shape (B,): reshape it to (B, 1, ...) to multiply v")],
-    mistakes=[
-        Mistake("log beta-tilde_0 is -inf", "beta-tilde_0 = 0: clip it, i.e. use beta-tilde_1 at t = 0 "
-                "(the reference code's posterior_log_variance_clipped)", _lrv_with(clip=False)),
-        Mistake("v and 1 - v are swapped", "v = 1 gives beta_t, v = 0 gives beta-tilde_t: v log beta_t + "
-                "(1 - v) log beta-tilde_t", _lrv_with(swap=True)),
-        Mistake("the variances are interpolated, not their logs", "eq. 15 mixes log-variances: "
-                "v log beta_t + (1 - v) log beta-tilde_t (an interpolation in log space)", _lrv_with(in_log=False)),
-        Mistake("returned Sigma instead of log Sigma", "return the log-variance; the sampler takes exp() itself",
-                _lrv_with(out="var")),
-        Mistake("returned log sigma (half the log-variance)", "return log Sigma, the log of the variance",
-                _lrv_with(out="half")),
-        Mistake("alpha_bar_{t-1} wraps around at t = 0", "alpha_bar_{t-1} at t = 0 is 1: "
-                "torch.cat([torch.ones(1), alpha_bar[:-1]]), not alpha_bar[t - 1]; then clip beta-tilde_0",
-                _lrv_with(abar_prev=_abar_prev_wrapped, clip=False)),
-        Mistake("v is mapped from [-1, 1] to [0, 1]", "here v is already the weight of eq. 15, in [0, 1]; the package "
-                "maps the network's raw output with (output + 1) / 2 before this", _lrv_with(v_map=lambda v: (v + 1) / 2)),
-    ],
-))
-
-
-def check_learned_range_log_variance(fn):
-    """Check ``learned_range_log_variance(v, t, betas)`` (Improved DDPM eq. 15); returns the function to use."""
-    return LEARNED_RANGE.check(fn)
-
-
-# ====================================================================== 06: the importance sampler (Improved DDPM eq. 18)
-def reference_importance_sampler_weights(loss_history, uniform_prob=0.001):
-    """(p, weights), both (T,): p_t proportional to sqrt(mean of loss_history[t]^2), mixed with the uniform
-    distribution (weight ``uniform_prob``); weights_t = 1 / (T p_t). Exactly ``LossSecondMomentResampler``."""
-    from ..resample import LossSecondMomentResampler
-
-    history = torch.as_tensor(loss_history).detach().cpu().double().numpy()
-    sampler = LossSecondMomentResampler(history.shape[0], history_per_term=history.shape[1],
-                                        uniform_prob=float(uniform_prob))
-    sampler.loss_history = history.copy()
-    sampler.loss_counts[:] = history.shape[1]
-    p = torch.from_numpy(sampler.weights())
-    return p, 1.0 / (len(p) * p)
-
-
-def _is_with(moment="rms", normalise=True, mix="ok", weights="ok", axis=-1, fixed_prob=None):
-    def sampler(loss_history, uniform_prob=0.001):
-        uniform_prob = uniform_prob if fixed_prob is None else fixed_prob
-        h = torch.as_tensor(loss_history).double()
-        m = {"rms": (h ** 2).mean(axis).sqrt(), "second": (h ** 2).mean(axis), "mean": h.mean(axis)}[moment]
-        T = len(m)
-        p = m / m.sum() if normalise else m
-        if mix == "ok":
-            p = (1 - uniform_prob) * p + uniform_prob / T
-        elif mix == "no_T":
-            p = (1 - uniform_prob) * p + uniform_prob
-        w = {"ok": 1 / (T * p), "no_T": 1 / p, "inverted": T * p}[weights]
-        return torch.stack([p, w])
-    return sampler
-
-
-def _is_cases(g):
-    def history(T, K):
-        profile = torch.logspace(1, -2, T, dtype=torch.float64)[:, None]
-        return profile * (0.5 + torch.rand(T, K, generator=g, dtype=torch.float64))
-    return [
-        Case((history(40, 10), 0.01)),
-        Case((history(1000, 10),), label="T = 1000 with the default uniform_prob"),
-        Case((history(30, 5), 0.2), label="uniform_prob = 0.2 (use the argument)"),
-    ]
-
-
-IMPORTANCE = register(Exercise(
-    name="importance_sampler_weights",
-    reference=_pair(reference_importance_sampler_weights, "importance_sampler_weights", "(p, weights)"),
-    cases=_is_cases,
-    arg_names=("loss_history", "uniform_prob"),
-    hint="p_t = sqrt(mean_k loss_history[t, k]^2), normalised to sum to 1, then (1 - uniform_prob) p_t + "
-         "uniform_prob / T; weights_t = 1 / (T p_t) (eq. 18)",
-    shape_hint="return (p, weights), each with one value per timestep: loss_history is (T, K), K recent losses "
-               "per t; average over the last axis",
-    errors=[(r"must return a pair", "return both: `return p, weights`")],
-    mistakes=[
-        Mistake("p_t proportional to E[L_t^2], without the square root",
-                "eq. 18 takes the root mean square: p_t proportional to sqrt(E[L_t^2])", _is_with(moment="second")),
-        Mistake("p_t proportional to the mean loss E[L_t]",
-                "eq. 18 uses the root of the second moment, sqrt(mean of L_t^2), not the mean of L_t",
-                _is_with(moment="mean")),
-        Mistake("p is not normalised", "divide by the sum so that p sums to 1 (before mixing with the uniform)",
-                _is_with(normalise=False)),
-        Mistake("the uniform mixture is missing", "mix in uniform_prob of the uniform distribution: "
-                "(1 - uniform_prob) p_t + uniform_prob / T, so that no t ever gets probability 0",
-                _is_with(mix="none")),
-        Mistake("the uniform part is not divided by T", "the uniform distribution puts 1 / T on each t: "
-                "(1 - uniform_prob) p_t + uniform_prob / T", _is_with(mix="no_T")),
-        Mistake("weights = 1 / p_t", "the factor 1 / T is missing: weights_t = 1 / (T p_t), which is 1 for the "
-                "uniform p_t = 1 / T", _is_with(weights="no_T")),
-        Mistake("weights = T p_t", "upside down: the weight undoes the over-sampling, weights_t = 1 / (T p_t)",
-                _is_with(weights="inverted")),
-        Mistake("uniform_prob is ignored", "mix with the uniform_prob argument, not the constant 0.001",
-                _is_with(fixed_prob=0.001)),
-        Mistake("averaged over t instead of over the history", "loss_history[t] holds the K recent losses of step "
-                "t: average over the last axis, one value per t", _is_with(axis=0)),
-    ],
-))
-
-
-def check_importance_sampler_weights(fn):
-    """Check ``importance_sampler_weights(loss_history, uniform_prob=0.001) -> (p, weights)`` (eq. 18)."""
-    return _check_pair(IMPORTANCE, fn, reference_importance_sampler_weights, "importance_sampler_weights",
-                       "(p, weights)")
-
-
-__all__ += ["check_q_posterior", "check_p_sample", "check_learned_range_log_variance",
-            "check_importance_sampler_weights"]
-
-
-# ====================================================================== 11: the SNR of x_t in decibels
+# ======================================================================================================================
+# 11: the SNR of x_t in decibels
+# ======================================================================================================================
 def reference_snr_db(x0, alpha_bar):
     """10 log10(alpha_bar * mean(x0^2) / (1 - alpha_bar)) per signal (the mean over every dim but the batch)."""
     from .waveforms import snr_db
@@ -1388,6 +1231,3 @@ SNR_DB = register(Exercise(
 def check_snr_db(fn):
     """Check ``snr_db(x0, alpha_bar)`` (the SNR of x_t in decibels); returns the function to use next."""
     return SNR_DB.check(fn)
-
-
-__all__ += ["check_snr_db"]

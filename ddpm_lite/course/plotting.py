@@ -295,9 +295,10 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
                       lim: float = 3.0, max_points: int = 2000, figsize=(9.5, 4.0)):
     """One moment of ancestral sampling (DDPM Algorithm 2) in 2-D.
 
-    ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps (:func:`~ddpm_lite.course.reverse_process.sample_trajectory`).
-    Left: the cloud at ``step`` over the data (grey), and the paths of ``n_paths`` particles so far. Right, when
-    ``distances`` = (steps, values) is given: the mean distance from the cloud to the data along the way.
+    ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps
+    (:func:`~ddpm_lite.course.reverse_process.sample_trajectory`). Left: the cloud at ``step`` over the data (grey),
+    and the paths of ``n_paths`` particles so far. Right, when ``distances`` = (steps, values) is given: the mean
+    distance from the cloud to the data along the way.
     """
     traj = torch.as_tensor(trajectory).detach().float().cpu().numpy()
     K = len(traj) - 1
