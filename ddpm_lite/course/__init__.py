@@ -4,6 +4,7 @@
 ``plotting``                the figures of the notebooks and the deck (matplotlib), one style for all
 ``widgets``                 the interactive explorers (ipywidgets), one main widget per notebook
 ``exercises``               the checked exercises: a checker per exercise, diagnoses first, the formula on request
+``checking``                the checker machinery the exercises are made of (cases, known mistakes, verdicts)
 ``analytic``                exact denoisers for Gaussian-mixture data (no training: what a network approximates)
 ``reverse_process``         whole sampling trajectories, and the exact reverse of a noising step (notebook 02)
 ``learned_variance``        reading a model's learned variance, and sampling it with a fixed one (notebook 04)
