@@ -68,7 +68,8 @@ def test_summary_rows_of_digits8():
             src = rows[r.skip]
             assert src.stage in ("in", "down") and r.in_shape[1] > src.out_shape[1]
             assert r.in_shape[-1] == src.out_shape[-1]
-    assert sorted(r.skip for r in rows if r.stage == "up") == [i for i, r in enumerate(rows) if r.stage in ("in", "down")]
+    sources = [i for i, r in enumerate(rows) if r.stage in ("in", "down")]
+    assert sorted(r.skip for r in rows if r.stage == "up") == sources
 
 
 def test_summary_of_the_imagenet_model_is_instant_and_counts_labels():

@@ -45,8 +45,11 @@ def learner(code, args):
 
 # ---------------------------------------------------------------------- q_posterior (notebook 02)
 Q_ARGS = "x0, x_t, t, betas"
-Q_PRE = ("alphas = 1 - betas\nab = torch.cumprod(alphas, 0)\nabp = torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])\n"
-         "s = (-1, *[1] * (x0.ndim - 1))\n")
+Q_PRE = ("alphas = 1 - betas\nab = torch.cumprod(alphas, 0)\n"
+         "abp = torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])\ns = (-1, *[1] * (x0.ndim - 1))\n")
+Q_MEAN = ("m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 "
+          "+ (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n")
+Q_RETURN = "return m, ((1 - abp) / (1 - ab) * betas)[t]"
 
 
 def q_right_loop(x0, x_t, t, betas):
@@ -75,23 +78,17 @@ def test_q_posterior_accepts_correct_variants(fn, capsys):
 
 @pytest.mark.parametrize("code, fragments", [
     (Q_PRE.replace("torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])", "ab[t - 1]; abp = torch.roll(ab, 1)")
-     + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-       "return m, ((1 - abp) / (1 - ab) * betas)[t]", ["wraps around at t = 0", "torch.cat([torch.ones(1)"]),
-    (Q_PRE + "m = (betas * ab.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "return m, ((1 - abp) / (1 - ab) * betas)[t]", ["alpha_bar_t in place of alpha_bar_{t-1}", "x0 coefficient"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "return m, ((1 - abp) / (1 - ab) * betas)[t]", ["without its square root"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "return m, betas[t]", ["the variance is beta_t", "beta-tilde_t"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x_t + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x0\n"
-             "return m, ((1 - abp) / (1 - ab) * betas)[t]", ["swapped"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "return m, ((1 - abp) / (1 - ab) * betas)[t].sqrt()", ["a standard deviation, not a variance"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "return m", ["must return a pair", "return mean, variance"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t] * x0\nreturn m, betas[t]", ["raised RuntimeError", "reshape them"]),
-    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t].view(s) * x0 + (alphas.sqrt() * (1 - abp) / (1 - ab))[t].view(s) * x_t\n"
-             "x_t += 1\nreturn m, ((1 - abp) / (1 - ab) * betas)[t]", ["changed its input `x_t` in place"]),
+     + Q_MEAN + Q_RETURN, ["wraps around at t = 0", "torch.cat([torch.ones(1)"]),
+    (Q_PRE + Q_MEAN.replace("(betas * abp.sqrt()", "(betas * ab.sqrt()") + Q_RETURN,
+     ["alpha_bar_t in place of alpha_bar_{t-1}", "x0 coefficient"]),
+    (Q_PRE + Q_MEAN.replace("(alphas.sqrt() *", "(alphas *") + Q_RETURN, ["without its square root"]),
+    (Q_PRE + Q_MEAN + "return m, betas[t]", ["the variance is beta_t", "beta-tilde_t"]),
+    (Q_PRE + Q_MEAN.replace("* x0 +", "* x_t +").replace("* x_t\n", "* x0\n") + Q_RETURN, ["swapped"]),
+    (Q_PRE + Q_MEAN + Q_RETURN + ".sqrt()", ["a standard deviation, not a variance"]),
+    (Q_PRE + Q_MEAN + "return m", ["must return a pair", "return mean, variance"]),
+    (Q_PRE + "m = (betas * abp.sqrt() / (1 - ab))[t] * x0\nreturn m, betas[t]",
+     ["raised RuntimeError", "reshape them"]),
+    (Q_PRE + Q_MEAN + "x_t += 1\n" + Q_RETURN, ["changed its input `x_t` in place"]),
 ])
 def test_q_posterior_rejects_realistic_mistakes(code, fragments):
     assert_rejected("q_posterior", learner(code, Q_ARGS), *fragments)
@@ -123,7 +120,8 @@ def test_q_posterior_strict_mode(monkeypatch):
 def test_q_posterior_reference_is_the_package():
     d = GaussianDiffusion(get_betas("linear", 100))
     g = torch.Generator().manual_seed(0)
-    x0, x_t, t = torch.randn(4, 1, 3, 3, generator=g), torch.randn(4, 1, 3, 3, generator=g), torch.tensor([0, 1, 50, 99])
+    x0, x_t = torch.randn(4, 1, 3, 3, generator=g), torch.randn(4, 1, 3, 3, generator=g)
+    t = torch.tensor([0, 1, 50, 99])
     mean, var = exercises.reference_q_posterior(x0, x_t, t, torch.from_numpy(d.betas))
     pkg_mean, pkg_var, _ = d.q_posterior_mean_variance(x0, x_t, t)
     assert torch.allclose(mean.float(), pkg_mean, atol=1e-6) and torch.allclose(var.float(), pkg_var)
@@ -131,8 +129,9 @@ def test_q_posterior_reference_is_the_package():
 
 # ---------------------------------------------------------------------- p_sample (notebook 02)
 P_ARGS = "model, x_t, t, noise, betas"
-P_PRE = ("alphas = 1 - betas\nab = torch.cumprod(alphas, 0)\nabp = torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])\n"
-         "s = (-1, *[1] * (x_t.ndim - 1))\neps = model(x_t, t)\n")
+P_PRE = ("alphas = 1 - betas\nab = torch.cumprod(alphas, 0)\n"
+         "abp = torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])\ns = (-1, *[1] * (x_t.ndim - 1))\n"
+         "eps = model(x_t, t)\n")
 P_MEAN = "mean = (x_t - (betas / (1 - ab).sqrt())[t].view(s) * eps) / alphas[t].sqrt().view(s)\n"
 P_SIGMA = "sigma = ((1 - abp) / (1 - ab) * betas)[t].sqrt().view(s)\n"
 

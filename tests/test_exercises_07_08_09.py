@@ -91,8 +91,8 @@ def _emb(t, dim, max_period=10000, sincos=False, denom=None, log=math.log, pad=T
     (lambda t, d, max_period=10000: _emb(t, d, max_period, denom=lambda dim: 1), ["not divided by half"]),
     (lambda t, d, max_period=10000: _emb(t, d, max_period, denom=lambda dim: dim), ["divided by dim instead of half"]),
     (lambda t, d, max_period=10000: _emb(t, d, max_period, log=math.log10), ["log base 10", "natural log"]),
-    (lambda t, d, max_period=10000: _emb(t, d, max_period, pad=False), ["no zero column for an odd dim", "an odd dim (7)",
-                                                       "F.pad"]),
+    (lambda t, d, max_period=10000: _emb(t, d, max_period, pad=False),
+     ["no zero column for an odd dim", "an odd dim (7)", "F.pad"]),
     (lambda t, d, max_period=10000: _emb(t, d), ["max_period is ignored", "max_period = 100"]),
 ])
 def test_timestep_embedding_mistakes(fn, fragments):

@@ -67,7 +67,8 @@ def test_figure_is_reproducible(name, manifest, tmp_path):
     matplotlib/torch/numpy, at least the same bytes twice in a row."""
     first = _sha(make_figures.render(name, tmp_path))
     if manifest.get("versions") == make_figures.versions():
-        assert first == manifest["figures"][f"{name}.png"]["sha256"], f"{name}: differs from assets/ (package code changed?): run `make figures`"
+        assert first == manifest["figures"][f"{name}.png"]["sha256"], \
+            f"{name}: differs from assets/ (package code changed?): run `make figures`"
     else:
         (tmp_path / "again").mkdir()
         assert _sha(make_figures.render(name, tmp_path / "again")) == first, f"{name} is not deterministic"

@@ -213,7 +213,8 @@ def test_snr_db():
 
     x0 = torch.ones(2, 1, 10) * torch.tensor([1.0, 0.5]).reshape(2, 1, 1)
     np.testing.assert_allclose(snr_db(x0, 0.5).numpy(), [0.0, 10 * math.log10(0.25)])
-    np.testing.assert_allclose(snr_db(x0, torch.tensor([0.9, 0.5])).numpy(), [10 * math.log10(9), 10 * math.log10(0.25)], rtol=1e-6)
+    np.testing.assert_allclose(snr_db(x0, torch.tensor([0.9, 0.5])).numpy(),
+                               [10 * math.log10(9), 10 * math.log10(0.25)], rtol=1e-6)
 
 
 def test_tone_purity():

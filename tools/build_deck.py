@@ -44,26 +44,32 @@ NPM_PACKAGES = ("reveal.js", "katex")
 DECK_CSS = """
 .reveal { font-size: 30px; }
 .reveal h1, .reveal h2, .reveal h3 { text-transform: none; }
-.reveal h1 { font-size: 2.1em; } .reveal h2 { font-size: 1.45em; margin-bottom: 0.45em; } .reveal h3 { font-size: 1.1em; }
+.reveal h1 { font-size: 2.1em; }
+.reveal h2 { font-size: 1.45em; margin-bottom: 0.45em; }
+.reveal h3 { font-size: 1.1em; }
 .reveal p, .reveal li { line-height: 1.3; }
 .reveal ul, .reveal ol { display: block; margin-left: 1.2em; }
 .reveal .slides section img { margin: 0.2em auto; border: 0; box-shadow: none; max-width: 100%; }
 .reveal code { font-size: 0.85em; }
-.reveal code:has(> .katex), .reveal code:has(> .katex-display) { font-family: inherit; font-size: 1em; background: none; }
+.reveal code:has(> .katex), .reveal code:has(> .katex-display) {
+  font-family: inherit; font-size: 1em; background: none; }
 .reveal .katex-display { margin: 0.35em 0; }
 .reveal .cols { display: flex; gap: 1.5em; text-align: left; }
 .reveal .cols > div { flex: 1; }
 .reveal .eqs { font-size: 0.78em; text-align: left; }
 .reveal .eqs p { margin: 0.15em 0; }
-.reveal .algo { border: 2px solid #888; border-radius: 6px; padding: 0.2em 0.6em; font-size: 0.85em; text-align: left; }
+.reveal .algo {
+  border: 2px solid #888; border-radius: 6px; padding: 0.2em 0.6em; font-size: 0.85em; text-align: left; }
 .reveal .algo ol { list-style: none; margin-left: 0.2em; }
 .reveal .small { font-size: 0.6em; color: #666; }
 .reveal table { font-size: 0.62em; }
 .reveal p.nb { font-size: 0.55em; margin-top: 0.6em; }
 .reveal p.nb a:first-child { font-family: monospace; }
-.reveal a.colab { display: inline-block; margin-left: 0.6em; border-radius: 4px; overflow: hidden; vertical-align: middle;
+.reveal a.colab {
+  display: inline-block; margin-left: 0.6em; border-radius: 4px; overflow: hidden; vertical-align: middle;
   background: #f9ab00; color: #222; font-family: sans-serif; font-weight: 600; padding: 0.05em 0.45em 0.05em 0; }
-.reveal a.colab span { display: inline-block; background: #555; color: #fff; padding: 0.05em 0.45em; margin-right: 0.4em; }
+.reveal a.colab span {
+  display: inline-block; background: #555; color: #fff; padding: 0.05em 0.45em; margin-right: 0.4em; }
 """
 
 
@@ -160,17 +166,21 @@ def build_html(src: Path, out: Path, theme: str = "white") -> Path:
            [("reset", "reset.css"), ("reveal", "reveal.css"), ("theme", f"theme/{theme}.css")]}
     title = html.escape(next((line.lstrip("# ").strip() for line in src.read_text().splitlines()
                               if line.startswith("# ")), src.stem))
+    versions = installed_versions()
+    generator = f"tools/build_deck.py (reveal.js {versions['reveal.js']}, KaTeX {versions['katex']})"
+    separators = ('data-separator="^\\r?\\n---\\r?\\n$" data-separator-vertical="^\\r?\\n--\\r?\\n$" '
+                  'data-separator-notes="^Note:"')
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<meta name="generator" content="tools/build_deck.py (reveal.js {installed_versions()['reveal.js']}, KaTeX {installed_versions()['katex']})">
+<meta name="generator" content="{generator}">
 <style>{css['reset']}</style>
 <style>{css['reveal']}</style>
 <style>{css['theme']}</style>
 <style>{katex_css()}</style>
 <style>{DECK_CSS}</style>
 </head><body><div class="reveal"><div class="slides">
-<section data-markdown data-separator="^\\r?\\n---\\r?\\n$" data-separator-vertical="^\\r?\\n--\\r?\\n$" data-separator-notes="^Note:">
+<section data-markdown {separators}>
 <textarea data-template>
 {md}
 </textarea></section>

@@ -225,7 +225,8 @@ def fig_generative_families():
     for a, b in zip(xs[:-1], xs[1:]):
         _arrow(ax, (a + 0.4, y + 0.12), (b - 0.4, y + 0.12), color=GREY, text="$q$", dy=0.22)
         _arrow(ax, (b - 0.4, y - 0.12), (a + 0.4, y - 0.12), color=BLUE, text=r"$p_\theta$", dy=-0.27)
-    ax.text(5.8, y - 0.85, r"fixed noising $q$ (grey), learned denoising $p_\theta$ (blue); $x_T \approx \mathcal{N}(0, I)$",
+    ax.text(5.8, y - 0.85, r"fixed noising $q$ (grey), learned denoising $p_\theta$ (blue); "
+                           r"$x_T \approx \mathcal{N}(0, I)$",
             fontsize=10, color=GREY, ha="center")
     return fig
 
@@ -262,7 +263,8 @@ def fig_forward_definition():
     fig.text(0.5, 0.24, r"$q(x_{1:T} \mid x_0) = \prod_{t=1}^{T} q(x_t \mid x_{t-1}), \qquad "
                         r"q(x_t \mid x_{t-1}) = \mathcal{N}(x_t;\ \sqrt{1 - \beta_t}\, x_{t-1},\ \beta_t I)$",
              ha="center", fontsize=17)
-    fig.text(0.5, 0.08, r"$q(x_t \mid x_0) = \mathcal{N}(x_t;\ \sqrt{\bar\alpha_t}\, x_0,\ (1 - \bar\alpha_t) I), \qquad "
+    fig.text(0.5, 0.08, r"$q(x_t \mid x_0) = \mathcal{N}(x_t;\ \sqrt{\bar\alpha_t}\, x_0,\ "
+                        r"(1 - \bar\alpha_t) I), \qquad "
                         r"\bar\alpha_t = \prod_{s=1}^{t} (1 - \beta_s)$", ha="center", fontsize=17)
     fig.text(0.5, 0.95, "forward (fixed): add a little Gaussian noise at every step", ha="center", fontsize=14,
              color=GREY)
@@ -276,7 +278,8 @@ def fig_reverse_definition():
     _chain_axes(fig, reverse=True)
     fig.text(0.5, 0.24, r"$p_\theta(x_{0:T}) = p(x_T) \prod_{t=1}^{T} p_\theta(x_{t-1} \mid x_t), \qquad "
                         r"p(x_T) = \mathcal{N}(x_T;\ 0,\ I)$", ha="center", fontsize=17)
-    fig.text(0.5, 0.08, r"$p_\theta(x_{t-1} \mid x_t) = \mathcal{N}(x_{t-1};\ \mu_\theta(x_t, t),\ \Sigma_\theta(x_t, t))$",
+    fig.text(0.5, 0.08, r"$p_\theta(x_{t-1} \mid x_t) = "
+                        r"\mathcal{N}(x_{t-1};\ \mu_\theta(x_t, t),\ \Sigma_\theta(x_t, t))$",
              ha="center", fontsize=17)
     fig.text(0.5, 0.95, "reverse (learned): a network predicts the mean (and variance) of each step back",
              ha="center", fontsize=14, color=GREY)

@@ -57,7 +57,8 @@ def sine_tones(n: int, length: int = 2048, sample_rate: int = SAMPLE_RATE, min_t
     if frequencies is not None:
         frequencies = np.asarray(frequencies, dtype=np.float64)
         if frequencies.ndim != 1 or len(frequencies) < max_tones:
-            raise ValueError(f"need at least max_tones = {max_tones} frequencies to choose from, got {len(frequencies)}")
+            raise ValueError(f"need at least max_tones = {max_tones} frequencies to choose from, "
+                             f"got {len(frequencies)}")
         freq_range = (float(frequencies.min()), float(frequencies.max()))
     lo, hi = freq_range
     if not 0 < lo <= hi < sample_rate / 2:
