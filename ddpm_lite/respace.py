@@ -13,6 +13,25 @@ import torch
 
 from .gaussian_diffusion import GaussianDiffusion
 
+ACCEPTED_FORMS = ("accepted forms: 'ddimN' (N steps at a fixed stride, N >= 1, e.g. 'ddim50'); an integer N >= 1 "
+                  "(N evenly spaced steps); counts per equal section as a comma-separated string ('10,15,20') or "
+                  "a list ([10, 15, 20]), each count between 1 and its section's length")
+
+
+def _spec_error(section_counts, num_timesteps: int, problem: str) -> ValueError:
+    return ValueError(f"cannot respace {num_timesteps} timesteps with {section_counts!r}: {problem}; {ACCEPTED_FORMS}")
+
+
+def _count(value, spec, num_timesteps: int) -> int:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise _spec_error(spec, num_timesteps, f"{value!r} is not an integer count")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise _spec_error(spec, num_timesteps, f"{value!r} is not an integer count")
+    return int(value)
+
 
 def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
     """The timesteps to keep from a chain of ``num_timesteps``.
@@ -21,26 +40,46 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
     section: an int, a comma-separated string ``"10,15,20"`` or a list ``[10, 15, 20]`` splits the chain into
     that many equal sections and takes evenly spaced steps within each (the first and last step of a section
     included). ``space_timesteps(1000, [10, 15, 20])`` keeps 10 steps from the first third, 15 from the second...
+    Anything else (an empty spec, a count that is not a positive integer or exceeds its section) raises one
+    ValueError listing the accepted forms.
     """
-    if isinstance(section_counts, str) and section_counts.startswith("ddim"):
-        desired = int(section_counts[len("ddim"):])
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)) or num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
+    spec = section_counts
+    if isinstance(section_counts, str) and section_counts.strip().startswith("ddim"):
+        desired = _count(section_counts.strip()[len("ddim"):], spec, num_timesteps)
+        if not 1 <= desired <= num_timesteps:
+            raise _spec_error(spec, num_timesteps, f"ddimN needs 1 <= N <= {num_timesteps}, got N = {desired}")
+        if desired == 1:
+            return {0}
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == desired:
                 return set(range(0, num_timesteps, stride))
         raise ValueError(f"no integer stride gives exactly {desired} steps out of {num_timesteps}; "
                          f"try a count that divides {num_timesteps}, or counts per section like [{desired}]")
     if isinstance(section_counts, str):
-        section_counts = [int(c) for c in section_counts.split(",")]
-    elif isinstance(section_counts, (int, np.integer)):
+        if not section_counts.strip():
+            raise _spec_error(spec, num_timesteps, "the spec is empty")
+        section_counts = [_count(c, spec, num_timesteps) for c in section_counts.split(",")]
+    elif isinstance(section_counts, (int, np.integer)) and not isinstance(section_counts, bool):
         section_counts = [int(section_counts)]
-    section_counts = list(section_counts)
+    elif isinstance(section_counts, (list, tuple, range, np.ndarray)):
+        section_counts = [_count(c.item() if isinstance(c, np.generic) else c, spec, num_timesteps)
+                          for c in section_counts]
+    else:
+        raise _spec_error(spec, num_timesteps, f"a {type(section_counts).__name__} is not a spec")
+    if not section_counts:
+        raise _spec_error(spec, num_timesteps, "the list of counts is empty")
+    if len(section_counts) > num_timesteps:
+        raise _spec_error(spec, num_timesteps, f"{len(section_counts)} sections are more than the {num_timesteps} "
+                                               "timesteps")
     size_per, extra = divmod(num_timesteps, len(section_counts))
     start, kept = 0, []
     for i, count in enumerate(section_counts):
         size = size_per + (1 if i < extra else 0)
         if not 1 <= count <= size:
             raise ValueError(f"cannot take {count} steps from a section of {size} steps (sections of "
-                             f"{num_timesteps} steps split {len(section_counts)} ways)")
+                             f"{num_timesteps} steps split {len(section_counts)} ways); {ACCEPTED_FORMS}")
         stride = (size - 1) / (count - 1) if count > 1 else 1
         position = 0.0
         for _ in range(count):  # accumulate the fractional stride, rounding each position (as the reference code)

@@ -83,3 +83,29 @@ def test_respace_errors():
         respace(base, [5, 100])
     with pytest.raises(ValueError, match="original diffusion"):
         respace(respace(base, 10), 5)
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("", "the spec is empty"),
+    ("ddimX", "'X' is not an integer count"),
+    ("ddim0", "ddimN needs 1 <= N <= 100, got N = 0"),
+    ("ddim500", "ddimN needs 1 <= N <= 100, got N = 500"),
+    ([], "the list of counts is empty"),
+    ([0], "cannot take 0 steps from a section of 100 steps"),
+    ("10,abc", "'abc' is not an integer count"),
+    ([2.5], "2.5 is not an integer count"),
+    ([101], "cannot take 101 steps from a section of 100 steps"),
+    (None, "a NoneType is not a spec"),
+    (True, "a bool is not a spec"),
+])
+def test_malformed_specs_give_one_clear_error_listing_the_accepted_forms(spec, problem):
+    with pytest.raises(ValueError) as info:
+        space_timesteps(100, spec)
+    message = str(info.value)
+    assert problem in message and "\n" not in message
+    assert "accepted forms: 'ddimN'" in message and "'10,15,20'" in message and "[10, 15, 20]" in message
+
+
+def test_respace_passes_the_clear_error_on():
+    with pytest.raises(ValueError, match="accepted forms"):
+        respace(GaussianDiffusion(get_betas("linear", 100)), "ddimX")
