@@ -14,6 +14,7 @@ Images are float32 in [-1, 1], shape (N, C, H, W), labels int64.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,8 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> tupl
     try:
         ds = getattr(torchvision.datasets, class_name)(root=str(root), train=split == "train", download=download)
     except (RuntimeError, OSError) as err:  # torchvision: not found, corrupted, or download failed
+        if download and any(not (root / folder / f).is_file() for f in files):
+            raise _download_failed(name, root, root / folder, files, err) from None
         raise _not_found(name, root / folder, files, err) from None
     pixels = torch.as_tensor(ds.data)
     pixels = pixels[:, None] if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)  # grey (N,H,W) / RGB (N,H,W,C)
@@ -204,10 +207,29 @@ def _not_found(name: str, folder: Path, files: tuple[str, ...], err: Exception) 
     missing = [f for f in files if not (folder / f).is_file()]
     problem = f"missing: {', '.join(missing)}" if missing else f"unreadable: {err}"
     return DatasetNotFoundError(
-        f"dataset {name!r} not found in {folder} ({problem}).\n"
+        f"dataset {name!r} not found in {folder} ({problem}). "
         f"Run load_dataset({name!r}, download=True) (CLI: --download) once on a machine with internet, "
         f"or copy the dataset's files to {folder}; "
         "or use the embedded 'digits' / 'digits16' data, which need no download."
+    )
+
+
+def _download_reason(err: Exception) -> str:
+    """The cause of a failed download in a few words ('Temporary failure in name resolution', 'HTTP Error 503')."""
+    text = str(getattr(err, "reason", None) or err)
+    for pattern in (r"<urlopen error (?:\[Errno [-\d]+\] )?([^>]+)>", r"(HTTP Error \d+[^\n]*)"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:160]
+
+
+def _download_failed(name: str, root: Path, folder: Path, files: tuple[str, ...], err: Exception):
+    return DatasetNotFoundError(
+        f"could not download {name!r} ({_download_reason(err)}; is this machine offline?). Put its files "
+        f"({', '.join(files)}) in {folder} (under the root folder {root}, set with --root or $DDPM_LITE_DATA), "
+        "or train on the embedded data instead with --data digits (no download needed)."
     )
 
 

@@ -244,6 +244,28 @@ def test_download_flag_reaches_torchvision(tmp_path, monkeypatch):
     assert calls == [str(tmp_path / "MNIST" / "raw")]
 
 
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")])
+def test_offline_download_gives_one_line_naming_the_folder_and_digits(name, folder, tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(self):
+        if name == "mnist":  # torchvision tries every mirror, then raises one RuntimeError listing them
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                               "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
+        raise URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "download", offline)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset(name, root=tmp_path, download=True)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"could not download {name!r}")
+    assert "Temporary failure in name resolution" in message
+    assert str(tmp_path / folder) in message and f"root folder {tmp_path}" in message
+    assert "--data digits" in message and "download=True" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 def test_unknown_dataset_or_split():
     with pytest.raises(ValueError) as info:
         load_dataset("imagenet")
