@@ -28,6 +28,21 @@ VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
 LOSS_TYPES = ("simple", "rescaled_mse", "kl", "rescaled_kl")
 
 
+def check_eta(eta) -> float:
+    """DDIM's eta as a float, or ValueError: it must be a finite number in [0, 1]. Beyond 1, sigma_t^2 exceeds
+    1 - alpha_bar_{t-1} and the direction term sqrt(1 - alpha_bar_{t-1} - sigma_t^2) is NaN (black images)."""
+    if isinstance(eta, torch.Tensor) and eta.numel() == 1:
+        eta = eta.item()
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.integer, np.floating)):
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise), "
+                         f"got {eta!r}")
+    eta = float(eta)
+    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise), "
+                         f"got {eta:g}")
+    return eta
+
+
 def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}: choose one of {list(choices)}")
@@ -270,7 +285,8 @@ class GaussianDiffusion:
     def ddim_sample(self, model, x_t, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None,
                     eta: float = 0.0, generator: torch.Generator | None = None):
         """One DDIM step. sigma_t = eta sqrt((1 - abar_{t-1}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t-1}) (eq. 16);
-        eta = 1 gives the DDPM posterior variance, eta = 0 a deterministic sampler."""
+        eta = 1 gives the DDPM posterior variance, eta = 0 a deterministic sampler; eta must lie in [0, 1]."""
+        eta = check_eta(eta)
         out = self.p_mean_variance(model, x_t, t, clip_denoised, denoised_fn, model_kwargs)
         if cond_fn is not None:
             out = self.condition_score(cond_fn, out, x_t, t, model_kwargs)
@@ -286,10 +302,11 @@ class GaussianDiffusion:
     def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                      cond_fn=None, model_kwargs=None, device=None, progress=False, eta: float = 0.0,
                                      generator: torch.Generator | None = None) -> Iterator[dict]:
-        """Yield the output of :meth:`ddim_sample` for t = T-1, ..., 0."""
-        yield from self._loop(self.ddim_sample, model, shape, noise, progress, device, generator,
-                              clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
-                              model_kwargs=model_kwargs, eta=eta)
+        """Yield the output of :meth:`ddim_sample` for t = T-1, ..., 0 (``eta`` is checked at the call)."""
+        eta = check_eta(eta)
+        return self._loop(self.ddim_sample, model, shape, noise, progress, device, generator,
+                          clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
+                          model_kwargs=model_kwargs, eta=eta)
 
     def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
                          model_kwargs=None, device=None, progress=False, eta: float = 0.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion
+from .gaussian_diffusion import GaussianDiffusion, check_eta
 from .respace import respace, space_timesteps
 from .runtime import model_device
 
@@ -23,7 +23,12 @@ def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = 
              device=None, progress: bool = False, clip_denoised: bool = True, cond_fn=None) -> torch.Tensor:
     """Samples of ``shape`` from ``model`` (put in eval mode for the call), with ``steps`` respaced steps
     (Improved DDPM section 4; all of them when None), ancestral or DDIM (``ddim=True``, ``eta``). ``cond_fn``
-    guides every step (e.g. :func:`~ddpm_lite.guidance.classifier_cond_fn`; it receives the labels ``y``)."""
+    guides every step (e.g. :func:`~ddpm_lite.guidance.classifier_cond_fn`; it receives the labels ``y``).
+    ``eta`` (DDIM only) must be a finite number in [0, 1] (ValueError otherwise), checked before anything runs."""
+    if ddim:
+        eta = check_eta(eta)
+    elif eta != 0:
+        raise ValueError(f"eta={eta} is DDIM's noise level: pass ddim=True with it (ancestral sampling has no eta)")
     if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
         raise ValueError(f"steps must lie in [1, {diffusion.num_timesteps}], got {steps}")
     if steps is not None and steps < diffusion.num_timesteps:
