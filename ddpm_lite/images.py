@@ -1,8 +1,17 @@
-"""Save samples as pictures: image grids (PNG) and 2-D point clouds (scatter plots)."""
+"""Save samples as pictures: image grids (PNG) and 2-D point clouds (scatter plots).
+
+Both writers are atomic: the picture goes to a temporary file beside the target, which is renamed over it
+when complete. A failed write (disk full, Ctrl-C) leaves the previous file as it was, and two processes writing
+the same path leave one whole picture, never a mix.
+"""
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +55,54 @@ def make_grid(images: torch.Tensor, ncol: int | None = None, padding: int = 1, p
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
+def _atomic_write(path: str | os.PathLike, write: Callable) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``; on any error the
+    temporary file is removed and ``path`` is left untouched. OSErrors name ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
+        raise
+    return path
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    if err.errno is None or err.filename == str(path):
+        return err
+    return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None, padding: int = 1,
                     pad_value: float = 0.5, scale: int = 1) -> Path:
-    """Write :func:`make_grid` of ``images`` (in [-1, 1]) as a PNG (greyscale or RGB); returns the path."""
+    """Write :func:`make_grid` of ``images`` (in [-1, 1]) as a picture (greyscale or RGB), atomically; returns
+    the path. The format follows the file's extension (PNG for .png and for unknown extensions)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(make_grid(images, ncol, padding, pad_value, scale)).save(path)
-    return path
+    grid = Image.fromarray(make_grid(images, ncol, padding, pad_value, scale))
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    return _atomic_write(path, lambda f: grid.save(f, format=fmt))
 
 
 def save_points(points: torch.Tensor, path: str | os.PathLike, reference: torch.Tensor | None = None,
                 lim: float = 3.0) -> Path:
-    """Scatter plot of 2-D points (N, 2) as a PNG, over the ``reference`` points in grey if given."""
+    """Scatter plot of 2-D points (N, 2) as a PNG (or the format of the extension, e.g. .pdf), over the
+    ``reference`` points in grey if given; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -68,16 +111,17 @@ def save_points(points: torch.Tensor, path: str | os.PathLike, reference: torch.
     points = torch.as_tensor(points).detach().float().cpu().numpy()
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {points.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    if reference is not None:
-        ref = torch.as_tensor(reference).float().cpu().numpy()
-        ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.8", label="data")
-    ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="samples")
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
-    ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        if reference is not None:
+            ref = torch.as_tensor(reference).float().cpu().numpy()
+            ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.8", label="data")
+        ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="samples")
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+        ax.set_xticks([]), ax.set_yticks([])
+        fig.tight_layout()
+        suffix = Path(path).suffix.lower().lstrip(".")
+        fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
+        return _atomic_write(path, lambda f: fig.savefig(f, format=fmt))
+    finally:
+        plt.close(fig)
