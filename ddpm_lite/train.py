@@ -45,6 +45,7 @@ from .checkpoint import (
     load_checkpoint,
     load_state_dict_checked,
     resolve_path,
+    run_lock,
     save_checkpoint,
 )
 from .configs import TRAINING_FIELDS, ConfigError, DiffusionConfig, ExperimentConfig, _plain, model_spec
@@ -597,9 +598,17 @@ class Trainer:
 
         Saves to ``checkpoint_path`` (if set) every ``save_every`` steps, at the end, and on Ctrl-C before
         re-raising KeyboardInterrupt. A NaN/inf loss raises :class:`TrainingDivergedError` without saving.
+        While it trains, the process that writes (rank 0) holds the lock of the checkpoint's folder
+        (:func:`~ddpm_lite.checkpoint.run_lock`): a second trainer on the same folder is refused with
+        :class:`~ddpm_lite.checkpoint.RunFolderLockedError` instead of overwriting this one's checkpoints.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        locked = self.checkpoint_path is not None and self.is_main_process
+        with run_lock(self.checkpoint_path.parent) if locked else contextlib.nullcontext():
+            return self._train(steps)
+
+    def _train(self, steps: int) -> dict[str, list[float]]:
         end = self.step + steps
         bar = tqdm(total=steps, desc="training" if self.objective.name == "diffusion" else "training classifier",
                    unit="step", dynamic_ncols=True, disable=not (self.progress and self.is_main_process))

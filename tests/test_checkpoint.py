@@ -95,14 +95,35 @@ def test_stale_temporary_files_are_removed(trained):
 # --------------------------------------------------------------------------- clear errors
 
 
-def test_truncated_file_names_the_last_good_one(trained):
+def test_truncated_file_names_the_previous_one_without_reading_it(trained, monkeypatch):
     _, path = trained
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    loaded = []
+    real_load = torch.load
+    monkeypatch.setattr(ckpt.torch, "load", lambda f, *a, **k: loaded.append(str(f)) or real_load(f, *a, **k))
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert "truncated" in message and str(previous_path(path)) in message and "step 1" in message
+    assert "truncated" in message and str(previous_path(path)) in message
+    assert loaded == [str(path)]  # the error path names the neighbours, it does not load them
+
+
+def test_without_a_previous_file_other_checkpoints_are_named_newest_first(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"PK\x03\x04 broken")
+    for i, name in enumerate(["old.pt", "new.pt"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    monkeypatch.setattr(ckpt.torch, "load", _refuse_garbage)
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*new\.pt, old\.pt"):
+        load_checkpoint(path)
+
+
+def _refuse_garbage(f, *args, **kwargs):
+    if not str(f).endswith("checkpoint.pt"):
+        raise AssertionError(f"{f} was loaded to word an error message")
+    raise RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory")
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10])
