@@ -6,20 +6,39 @@
     torchrun --nproc_per_node 4 -m ddpm_lite train --preset digits --data cifar10 --download
 
 Everything defaults to the embedded digits, so it runs offline. User errors (a missing checkpoint or dataset,
-a bad option) print one line and exit with status 2; set DDPM_LITE_DEBUG=1 for the traceback.
+a bad option, an unavailable device, a folder that cannot be written, a full disk) print one line and exit with
+status 2; set DDPM_LITE_DEBUG=1 for the traceback. Files are written atomically (a failed write leaves the previous
+file), a run folder is locked while one process trains into it, and `export` never overwrites a training
+checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from .checkpoint import DEFAULT_NAME, CheckpointError, export_checkpoint, load_checkpoint, load_model, resolve_path
+from .checkpoint import (
+    DEFAULT_NAME,
+    CheckpointError,
+    check_fits_config,
+    export_checkpoint,
+    load_checkpoint,
+    load_model,
+    resolve_path,
+    run_lock,
+    write_text_atomic,
+)
 from .configs import ConfigError, ExperimentConfig, preset_names
 from .data import IMAGE_DATASETS, TOY_DATASETS, DatasetNotFoundError
-from .runtime import debug_mode
+from .runtime import check_device, debug_mode
 
 DATA_NAMES = list(IMAGE_DATASETS + TOY_DATASETS)
 
@@ -75,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=_positive_int, default=None,
                         help="sampling steps (default 50, or the model's timesteps if fewer)")
     sample.add_argument("--ddim", action="store_true", help="DDIM sampling instead of ancestral")
-    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM")
+    sample.add_argument("--eta", type=float, default=None,
+                        help="DDIM noise in [0, 1]: 0 deterministic (default), 1 like DDPM; needs --ddim")
     sample.add_argument("--class", dest="label", type=int, default=None,
                         help="class label for a class-conditional model (default: one column per class)")
     sample.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG to write (default samples.png)")
@@ -125,48 +145,34 @@ def _add_common(parser, data_options: bool = False) -> None:
 def cmd_train(args) -> int:
     from .train import Trainer, close_distributed
 
-    config = None
     out = args.out
     if out is None:
         out = Path("runs") / (args.preset or "digits")
     path = out / DEFAULT_NAME
-    state = None
-    if path.exists() and not args.fresh:
-        state = load_checkpoint(path)
-        if args.preset is None:
-            try:
-                config = ExperimentConfig.from_dict(state["config"])
-            except (ConfigError, TypeError, KeyError) as err:
-                raise UsageError(f"{path} holds no complete experiment config ({err}); pass --preset") from None
-    if config is None:
-        config = ExperimentConfig.preset(args.preset or "digits")
-    if args.data and args.data != config.data:
-        config = config.with_data(args.data)
-    changes = {k: v for k, v in (("seed", args.seed), ("batch_size", args.batch_size), ("lr", args.lr),
-                                  ("save_every", args.save_every)) if v is not None}
-    config = config.override(changes) if changes else config
-    config = config.override(args.overrides) if args.overrides else config
-    total = args.steps if args.steps is not None else config.steps
-    if total < 0:
-        raise UsageError(f"--steps must be >= 0, got {total}")
-
-    trainer = Trainer.from_config(config, device=args.device, root=args.root, download=args.download,
-                                  checkpoint_path=path, progress=not args.no_progress)
-    if state is not None:
-        trainer.load_state(state, path)
-    main = trainer.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(trainer.config.to_json(indent=2) + "\n")
-        resumed = f"resuming at step {trainer.step}" if state is not None else "starting"
-        print(f"{config.name}: {resumed}, training to step {total} on {trainer.device} "
-              f"(world size {trainer.world_size}); checkpoints in {path}", file=sys.stderr)
-    try:
-        trainer.train(max(0, total - trainer.step))
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        close_distributed()
+    device = check_device(args.device, "--device") if args.device is not None or "RANK" not in os.environ else None
+    config, state, stamp = _train_config(args, path)  # every option is checked before the folder is touched
+    # the process that writes holds the run folder until its last write (Trainer.train takes the same lock
+    # again): a second `train --out` on this folder is refused before it writes anything
+    with run_lock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        if _stamp(path) != stamp:  # another run saved since we read it: continue from what is there now
+            config, state, stamp = _train_config(args, path)
+        total = args.steps if args.steps is not None else config.steps
+        trainer = Trainer.from_config(config, device=device if device is not None else args.device, root=args.root,
+                                      download=args.download, checkpoint_path=path, progress=not args.no_progress)
+        if state is not None:
+            trainer.load_state(state, path)
+        main = trainer.is_main_process
+        if main:
+            write_text_atomic(out / "config.json", trainer.config.to_json(indent=2) + "\n")
+            resumed = f"resuming at step {trainer.step}" if state is not None else "starting"
+            print(f"{config.name}: {resumed}, training to step {total} on {trainer.device} "
+                  f"(world size {trainer.world_size}); checkpoints in {path}", file=sys.stderr)
+        try:
+            trainer.train(max(0, total - trainer.step))
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            close_distributed()
     if main:
         recent = trainer.loss_history[-100:]
         mean = sum(recent) / len(recent) if recent else float("nan")
@@ -174,12 +180,87 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _stamp(path: Path):
+    """(inode, size, mtime) of a file, None if there is none: tells whether a checkpoint was replaced."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _train_config(args, path: Path):
+    """(config, checkpoint state or None, stamp of the checkpoint) for `train`: the checkpoint's config when
+    resuming without --preset (checked against its tensors without building the model), then the options."""
+    config, state = None, None
+    stamp = _stamp(path)
+    if stamp is not None and not args.fresh:
+        state = load_checkpoint(path)
+        if state.get("exported") or state.get("optimizer") is None:
+            raise CheckpointError(f"{path} is an exported sampling-only checkpoint (no optimizer state): it cannot "
+                                  "be resumed; train into another folder (--out), or start over with --fresh")
+        if args.preset is None:
+            try:
+                config = ExperimentConfig.from_dict(state["config"])
+            except (ConfigError, TypeError, KeyError) as err:
+                raise UsageError(f"{path} holds no complete experiment config ({err}); pass --preset") from None
+            if config.model is not None:  # the file's config against its own tensors, before building anything
+                check_fits_config(config, state.get("model"), "model", path)
+    if config is None:
+        config = ExperimentConfig.preset(args.preset or "digits")
+    if args.data and args.data != config.data:
+        config = config.with_data(args.data)
+    changes = {k: v for k, v in (("seed", args.seed), ("batch_size", args.batch_size), ("lr", args.lr),
+                                  ("save_every", args.save_every)) if v is not None}
+    config = config.override(changes) if changes else config
+    if args.overrides:
+        try:
+            config = config.override(args.overrides)
+        except ConfigError as err:
+            raise UsageError(_set_error(args.overrides, err)) from None
+    total = args.steps if args.steps is not None else config.steps
+    if total < 0:
+        raise UsageError(f"--steps must be >= 0, got {total}")
+    return config, state, stamp
+
+
+def _set_error(assignments: list[str], err: ConfigError) -> str:
+    """'--set class_cond=abc: class_cond must be true or false, got 'abc'' (the assignment the error is about)."""
+    message = str(err)
+    keys = [(a, a.partition("=")[0].strip()) for a in assignments]
+    named = [a for a, key in keys if key and key in message] or \
+        [a for a, key in keys if key and re.search(rf"\b{re.escape(key.rsplit('.', 1)[-1])}\b", message)]
+    return f"--set {named[-1]}: {message}" if named else f"--set: {message}"
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an output that cannot be written, before any work is done: a folder, a name that is not .png, a
+    parent that is a file or not writable (by creating and removing a temporary file beside it)."""
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder: give a file name, e.g. {path / 'samples.png'}")
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--out {path}: the samples are written as a PNG; give a file name ending in .png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def cmd_sample(args) -> int:
     from .images import grid_size, save_image_grid, save_points
-    from .runtime import default_device
     from .sampling import generate
 
-    device = torch.device(args.device) if args.device else default_device()
+    if args.eta is not None and not args.ddim:
+        raise UsageError(f"--eta {args.eta:g} sets DDIM's noise: add --ddim (ancestral sampling has no eta)")
+    eta = 0.0 if args.eta is None else args.eta
+    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise UsageError(f"--eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise), "
+                         f"got {args.eta}")
+    device = check_device(args.device, "--device")
+    _check_output(args.out)  # before loading and sampling: never compute samples that cannot be saved
     model, diffusion, config = load_model(args.checkpoint, ema=not args.no_ema, device=device)
     if config.objective == "classifier":
         raise UsageError(f"{resolve_path(args.checkpoint)} is a noisy classifier: there is nothing to sample "
@@ -201,8 +282,12 @@ def cmd_sample(args) -> int:
                          "unconditional")
     shape = (n, *config.sample_shape)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    samples = generate(model, diffusion, shape, steps=steps, ddim=args.ddim, eta=args.eta, y=y,
+    samples = generate(model, diffusion, shape, steps=steps, ddim=args.ddim, eta=eta, y=y,
                        generator=generator, device=device, progress=not args.no_progress).float().cpu()
+    if not bool(torch.isfinite(samples).all()):
+        bad = int((~torch.isfinite(samples)).sum())
+        raise UsageError(f"sampling gave {bad} NaN or infinite values (the model's output is not finite): "
+                         f"nothing was written to {args.out}")
     if toy:
         path = save_points(samples, args.out)
         print(f"wrote {n} points to {path}")
@@ -218,9 +303,8 @@ def cmd_sample(args) -> int:
 def cmd_bpd(args) -> int:
     from .data import load_dataset
     from .metrics import bits_per_dim
-    from .runtime import default_device
 
-    device = torch.device(args.device) if args.device else default_device()
+    device = check_device(args.device, "--device")
     model, diffusion, config = load_model(args.checkpoint, ema=not args.no_ema, device=device)
     if config.model_kind == "mlp" or config.objective == "classifier":
         raise UsageError("bits/dim needs a denoiser of images (the bound's decoder is over 8-bit pixels); this "
@@ -253,6 +337,34 @@ def cmd_export(args) -> int:
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bpd": cmd_bpd, "export": cmd_export}
 
 
+def describe_os_error(err: OSError) -> str:
+    """One line for a failed read or write: what happened to which file, and what to do."""
+    name = err.filename if err.filename is not None else None
+    target = f" {name}" if name else ""
+    code = err.errno
+    if code == errno.ENOSPC:
+        line = f"disk full: no space left on the device to write{target}; free some space or write to another disk"
+    elif code == getattr(errno, "EDQUOT", -1):
+        line = f"disk quota exceeded while writing{target}; free some space or write to another disk"
+    elif code in (errno.EACCES, errno.EPERM):
+        line = f"permission denied:{target} (this user may not write or read it); choose another folder"
+    elif code == errno.EROFS:
+        line = f"{name or 'the file'} is on a read-only file system; choose another folder"
+    elif code == errno.EISDIR:
+        line = f"{name or 'the path'} is a folder, not a file: give a file name"
+    elif code == errno.ENOTDIR:
+        line = f"{name or 'the path'}: a part of this path is a file, not a folder"
+    elif code == errno.EEXIST and name and not Path(name).is_dir():
+        line = f"{name} exists and is not a folder"
+    elif code == errno.ENOENT:
+        line = f"no such file or folder:{target}"
+    else:
+        line = f"{err.strerror or type(err).__name__}:{target}" if err.strerror else (str(err) or type(err).__name__)
+    if getattr(err, "filename2", None):
+        line += f" (and {err.filename2})"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ddpm-lite``; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     from .train import TrainingDivergedError
@@ -260,16 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, CheckpointError, DatasetNotFoundError, ConfigError, TrainingDivergedError, ValueError,
-            FileNotFoundError) as err:
-        if debug_mode():
-            raise
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"ddpm-lite {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"ddpm-lite {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (UsageError, CheckpointError, DatasetNotFoundError, ConfigError, TrainingDivergedError, ValueError,
+            OSError) as err:
+        if debug_mode():
+            raise
+        worded = (UsageError, CheckpointError, DatasetNotFoundError, ConfigError, TrainingDivergedError, ValueError)
+        # OSErrors from reading or writing files (permissions, a full disk, a folder where a file is due) are
+        # worded here; the package's own errors (some of them FileNotFoundErrors) carry their message
+        message = str(err) if isinstance(err, worded) else describe_os_error(err)
+        message = " ".join(message.split()) or type(err).__name__
+        print(f"ddpm-lite {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
