@@ -42,6 +42,7 @@ from .checkpoint import (
     VERSION,
     CheckpointError,
     check_compatible,
+    check_fits_config,
     load_checkpoint,
     load_state_dict_checked,
     resolve_path,
@@ -444,6 +445,7 @@ class Trainer:
         except (ConfigError, TypeError, KeyError) as err:
             raise CheckpointError(f"{path} was saved by a Trainer built by hand ({err}): build the same model "
                                   "and Trainer, then call trainer.load(path)") from None
+        check_fits_config(config, state.get("model"), "model", path)  # before anything is built for real
         kwargs.setdefault("checkpoint_path", path)
         trainer = cls.from_config(config, data, device=device, root=root, download=download, **kwargs)
         trainer.load_state(state, path)

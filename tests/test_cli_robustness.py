@@ -636,3 +636,19 @@ def test_lock_is_released_when_the_holder_dies(tmp_path):
         except RunFolderLockedError:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_resume_checks_a_huge_config_before_building_it(tmp_path):
+    """Trainer.resume reads the config from the file: it is checked against the tensors on the meta device first."""
+    from ddpm_lite.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+    from ddpm_lite.configs import ExperimentConfig
+    from ddpm_lite.train import Trainer
+
+    cfg = ExperimentConfig.preset("toy").override(["model.hidden=16", "batch_size=32"])
+    trainer = Trainer.from_config(cfg, progress=False, device="cpu", checkpoint_path=tmp_path / "checkpoint.pt")
+    trainer.train(1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["config"]["model"]["hidden"] = 1_000_000  # a 4 TB model if it were built
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointMismatchError, match="nothing was built"):
+        Trainer.resume(tmp_path / "checkpoint.pt", device="cpu", progress=False)
