@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from .files import atomic_write, naming
+
 FORMAT = "ddpm_lite.checkpoint"
 VERSION = 1
 DEFAULT_NAME = "checkpoint.pt"
@@ -69,80 +71,22 @@ def previous_path(path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = False) -> Path:
-    """Write ``state`` to ``path`` atomically; returns the path.
+    """Write ``state`` to ``path`` atomically and durably (:func:`ddpm_lite.files.atomic_write`); returns the path.
 
-    The bytes go to a temporary file beside ``path`` (``.<name>.<random>.tmp``), which is flushed, fsynced and
-    renamed over ``path``. If anything fails (disk full, Ctrl-C, a crash), ``path`` still holds the previous
-    checkpoint and the temporary file is removed (temporary files left by a killed process are removed by the
-    next save to the same path). ``keep_previous=True`` keeps the replaced file as :func:`previous_path`.
+    The bytes go to a temporary file beside ``path``, which is flushed, fsynced and renamed over ``path``. If
+    anything fails (disk full, Ctrl-C, a crash), ``path`` still holds the previous checkpoint and the temporary
+    file is removed (temporary files left by a killed process are removed by the next save to the same path).
+    ``keep_previous=True`` keeps the replaced file as :func:`previous_path`.
     """
     path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    if path.parent.is_dir():
         _remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise naming(err, path) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        if keep_previous and path.is_file():
-            _keep_previous(path)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise naming(err, path) from err
-        raise
-    _fsync_folder(folder)
-    return path
 
+    def keep(target: Path) -> None:
+        if keep_previous and target.is_file():
+            _keep_previous(target)
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: ``path`` is whole before and after."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise naming(err, path) from err
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise naming(err, path) from err
-        raise
-    return path
-
-
-def naming(err: OSError, path: str | os.PathLike) -> OSError:
-    """``err`` (same class and errno) naming ``path``, the file the user asked for, instead of a temporary
-    file or none (a write into a file object); unchanged when it already names ``path``."""
-    path = str(path)
-    if err.filename == path or err.errno is None:
-        return err
-    try:
-        return type(err)(err.errno, err.strerror or os.strerror(err.errno), path)
-    except TypeError:  # an OSError subclass with another constructor
-        return OSError(err.errno, err.strerror or os.strerror(err.errno), path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, lambda f: torch.save(state, f), durable=True, before_replace=keep)
 
 
 def _keep_previous(path: Path) -> None:
@@ -169,19 +113,6 @@ def _remove_stale_temporaries(path: Path) -> None:
             with contextlib.suppress(OSError):
                 stale.unlink()
 
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

@@ -34,10 +34,10 @@ from .checkpoint import (
     load_model,
     resolve_path,
     run_lock,
-    write_text_atomic,
 )
 from .configs import ConfigError, ExperimentConfig, preset_names
 from .data import IMAGE_DATASETS, TOY_DATASETS, DatasetNotFoundError
+from .files import write_text_atomic
 from .runtime import check_device, debug_mode
 
 DATA_NAMES = list(IMAGE_DATASETS + TOY_DATASETS)

@@ -6,16 +6,14 @@ the same path leave one whole picture, never a mix.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 
 def grid_size(n: int, height: int, width: int, ncol: int | None = None, padding: int = 1,
@@ -55,37 +53,6 @@ def make_grid(images: torch.Tensor, ncol: int | None = None, padding: int = 1, p
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``; on any error the
-    temporary file is removed and ``path`` is left untouched. OSErrors name ``path``."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _naming(err, path) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise _naming(err, path) from err
-        raise
-    return path
-
-
-def _naming(err: OSError, path: Path) -> OSError:
-    if err.errno is None or err.filename == str(path):
-        return err
-    return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None, padding: int = 1,
@@ -96,7 +63,7 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | N
 
     grid = Image.fromarray(make_grid(images, ncol, padding, pad_value, scale))
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
-    return _atomic_write(path, lambda f: grid.save(f, format=fmt))
+    return atomic_write(path, lambda f: grid.save(f, format=fmt))
 
 
 def save_points(points: torch.Tensor, path: str | os.PathLike, reference: torch.Tensor | None = None,
@@ -122,6 +89,6 @@ def save_points(points: torch.Tensor, path: str | os.PathLike, reference: torch.
         fig.tight_layout()
         suffix = Path(path).suffix.lower().lstrip(".")
         fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
-        return _atomic_write(path, lambda f: fig.savefig(f, format=fmt))
+        return atomic_write(path, lambda f: fig.savefig(f, format=fmt))
     finally:
         plt.close(fig)
