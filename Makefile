@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $$(test "$$(id -u)" = 0 && echo --allow-root)
 
-# the whole suite; notebooks run in fast mode (DDPM_LITE_FAST=1)
+# the linter (one style: ruff, configured in pyproject.toml), then the whole suite; notebooks in fast mode
 test: $(STAMP)
+	$(BIN)/ruff check .
 	DDPM_LITE_FAST=1 $(BIN)/python -m pytest
 
 # the shipped digits models (ddpm_lite/checkpoints/*.pt), trained on the CPU from their presets with fixed seeds
