@@ -14,8 +14,8 @@ from ddpm_lite.runtime import REPO_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks"
-SOLUTIONS = sorted(NB.glob("[0-9][0-9]_*.py"))
-LEARNERS = sorted((NB / "exercises").glob("[0-9][0-9]_*.py"))
+SOLUTIONS = sorted((NB / "scripts").glob("[0-9][0-9]_*.py"))
+LEARNERS = sorted((NB / "exercises" / "scripts").glob("[0-9][0-9]_*.py"))
 SCRIPTS = SOLUTIONS + LEARNERS
 COLAB = REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/") + "/blob/main/"
 
@@ -34,6 +34,11 @@ def ids(paths):
     return [str(p.relative_to(NB)) for p in paths]
 
 
+def paired_notebook(py: Path) -> Path:
+    """notebooks/scripts/NN.py -> notebooks/NN.ipynb (jupytext.toml pairs each notebook with scripts/NN.py)."""
+    return py.parent.parent / py.with_suffix(".ipynb").name
+
+
 def cells(nb):
     return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
 
@@ -46,16 +51,16 @@ def test_the_three_notebooks_and_their_learner_versions_exist():
 
 @pytest.mark.parametrize("py", SCRIPTS, ids=ids(SCRIPTS))
 def test_pair_in_sync(py):
-    ipynb = py.with_suffix(".ipynb")
+    ipynb = paired_notebook(py)
     assert ipynb.exists(), f"{ipynb.name} missing: run `jupytext --sync {py.relative_to(ROOT)}`"
     assert cells(jupytext.read(py)) == cells(jupytext.read(ipynb)), (
-        f"{py.relative_to(ROOT)} and {ipynb.name} differ: run `jupytext --sync notebooks/*.py` "
+        f"{py.relative_to(ROOT)} and {ipynb.relative_to(ROOT)} differ: run `jupytext --sync notebooks/scripts/*.py` "
         "(or on the .ipynb you edited), then `python tools/make_learner.py`")
 
 
 @pytest.mark.parametrize("py", SCRIPTS, ids=ids(SCRIPTS))
 def test_ipynb_committed_clean(py):
-    nb = jupytext.read(py.with_suffix(".ipynb"))
+    nb = jupytext.read(paired_notebook(py))
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"cells {dirty} carry outputs: `jupyter nbconvert --clear-output --inplace {py.stem}.ipynb`"
     assert set(nb.metadata) <= {"kernelspec", "jupytext"}, (
@@ -82,9 +87,9 @@ def test_solution_and_learner_exercises(py):
     text = py.read_text()
     assert text.count("### BEGIN SOLUTION") == text.count("### END SOLUTION")
     if "### BEGIN SOLUTION" not in text:  # a notebook without exercises has no learner version
-        assert not (NB / "exercises" / py.name).exists()
+        assert not (NB / "exercises" / "scripts" / py.name).exists()
         return
-    learner = (NB / "exercises" / py.name).read_text()
+    learner = (NB / "exercises" / "scripts" / py.name).read_text()
     assert "SOLUTION" not in learner
     assert learner.count("raise NotImplementedError(") == text.count("### BEGIN SOLUTION")
     for cell in jupytext.read(py).cells:  # every exercise cell checks its answer right away
@@ -94,13 +99,13 @@ def test_solution_and_learner_exercises(py):
 
 @pytest.mark.parametrize("py", SCRIPTS, ids=ids(SCRIPTS))
 def test_colab_ready(py):
-    nb = jupytext.read(py.with_suffix(".ipynb"))
+    nb = jupytext.read(paired_notebook(py))
     assert nb.metadata["kernelspec"]["name"] == "python3"
     first, setup = nb.cells[0], nb.cells[1]
     # the badge opens this very file on GitHub's main branch
     badge = re.search(r"\(https://colab\.research\.google\.com/github/[^)]+\)", first.source)
     assert first.cell_type == "markdown" and badge, "the first cell is a markdown cell with the Colab badge"
-    assert badge.group(0)[1:-1] == COLAB + str(py.with_suffix(".ipynb").relative_to(ROOT))
+    assert badge.group(0)[1:-1] == COLAB + str(paired_notebook(py).relative_to(ROOT))
     # then the setup cell: installs the package from REPO_URL in Colab, imports nothing from it
     assert setup.cell_type == "code" and "colab-setup" in setup.metadata.get("tags", ())
     assert 'if "google.colab" in sys.modules:' in setup.source
@@ -150,3 +155,12 @@ def test_strip_solutions():
 def test_strip_solutions_rejects_broken_markers(bad):
     with pytest.raises(make_learner.SolutionMarkerError):
         make_learner.strip_solutions(bad)
+
+
+def test_lab_shows_one_entry_per_notebook():
+    """The file browser lists notebooks/NN.ipynb only: the paired scripts live in notebooks/scripts/."""
+    for folder in (NB, NB / "exercises"):
+        assert not list(folder.glob("[0-9][0-9]_*.py")), f"a paired script sits beside the notebooks in {folder}"
+    assert {paired_notebook(p).name for p in SOLUTIONS} == {p.name for p in NB.glob("[0-9][0-9]_*.ipynb")}
+    learners = {p.name for p in (NB / "exercises").glob("[0-9][0-9]_*.ipynb")}
+    assert {paired_notebook(p).name for p in LEARNERS} == learners

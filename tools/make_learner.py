@@ -1,6 +1,7 @@
 """Generate the learner versions of the notebooks: the solutions taken out.
 
-The instructor notebooks ``notebooks/NN_name.py`` (jupytext percent, the source of truth) hold each exercise's
+The instructor notebooks ``notebooks/scripts/NN_name.py`` (jupytext percent, the source of truth, paired with
+``notebooks/NN_name.ipynb``) hold each exercise's
 solution between two marker lines, nbgrader style::
 
     def q_sample(x0, t, noise, betas):
@@ -8,7 +9,8 @@ solution between two marker lines, nbgrader style::
         ...
         ### END SOLUTION
 
-For every notebook with at least one such block, this writes ``notebooks/exercises/NN_name.py`` with each block
+For every notebook with at least one such block, this writes ``notebooks/exercises/scripts/NN_name.py`` (paired
+with ``notebooks/exercises/NN_name.ipynb``) with each block
 replaced by::
 
         # YOUR CODE HERE
@@ -33,7 +35,9 @@ import jupytext
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+SCRIPTS = NOTEBOOKS / "scripts"  # the paired percent scripts (jupytext.toml: "ipynb,scripts//py:percent")
 LEARNER = NOTEBOOKS / "exercises"
+LEARNER_SCRIPTS = LEARNER / "scripts"
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]+hint:[ \t]*(?P<hint>.*?))?[ \t]*$")
 END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
@@ -98,12 +102,17 @@ def _cells(nb) -> list:
 
 
 def solutions() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    return sorted(SCRIPTS.glob("[0-9][0-9]_*.py"))
+
+
+def learner_notebook(solution: Path) -> Path:
+    """notebooks/scripts/NN_name.py -> notebooks/exercises/NN_name.ipynb."""
+    return LEARNER / solution.with_suffix(".ipynb").name
 
 
 def stale(solution: Path, text: str) -> list[str]:
     """What is out of date for this solution's learner pair: [] when both files are current."""
-    py, ipynb = LEARNER / solution.name, (LEARNER / solution.name).with_suffix(".ipynb")
+    py, ipynb = LEARNER_SCRIPTS / solution.name, learner_notebook(solution)
     problems = []
     if not py.exists() or py.read_text(encoding="utf-8") != text:
         problems.append(str(py.relative_to(ROOT)))
@@ -129,17 +138,18 @@ def main(argv=None) -> int:
         if args.check:
             problems += todo
             continue
-        LEARNER.mkdir(exist_ok=True)
-        py = LEARNER / solution.name
+        LEARNER_SCRIPTS.mkdir(parents=True, exist_ok=True)
+        py, ipynb = LEARNER_SCRIPTS / solution.name, learner_notebook(solution)
         py.write_text(text, encoding="utf-8")
         from jupytext.cli import jupytext as jupytext_cli
 
-        update = ["--update"] if py.with_suffix(".ipynb").exists() else []
-        jupytext_cli(["--quiet", "--to", "ipynb", *update, str(py)])
-        print(f"wrote {py.relative_to(ROOT)} and {py.with_suffix('.ipynb').relative_to(ROOT)}")
-    orphans = sorted(p.name for p in LEARNER.glob("*") if p.suffix in (".py", ".ipynb") and p.name not in expected)
+        update = ["--update"] if ipynb.exists() else []
+        jupytext_cli(["--quiet", "--to", "ipynb", *update, "--output", str(ipynb), str(py)])
+        print(f"wrote {py.relative_to(ROOT)} and {ipynb.relative_to(ROOT)}")
+    present = [p for p in [*LEARNER.glob("*.ipynb"), *LEARNER_SCRIPTS.glob("*.py")]]
+    orphans = sorted(str(p.relative_to(ROOT)) for p in present if p.name not in expected)
     if orphans:
-        problems += [f"notebooks/exercises/{o} (no solution notebook with exercises; delete it)" for o in orphans]
+        problems += [f"{o} (no solution notebook with exercises; delete it)" for o in orphans]
     if problems:
         print("learner notebooks out of date:\n  " + "\n  ".join(problems)
               + ("\nrun: python tools/make_learner.py" if args.check else ""), file=sys.stderr)
