@@ -115,9 +115,13 @@ class GaussianDiffusion:
         if t.ndim != 1 or len(t) != len(x):
             raise ValueError(f"timesteps t must have shape ({len(x)},), one per item of {name} "
                              f"(shape {tuple(x.shape)}), got {tuple(t.shape)}")
-        if len(t) and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
-            raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values in "
-                             f"[{int(t.min())}, {int(t.max())}]")
+        # The range check reads values on the host: free for a CPU tensor, a device sync for a CUDA (or MPS) one,
+        # where it would stall every call (12 times per training step with a learned variance). There it is
+        # skipped: an out-of-range t fails in the indexing of _extract instead (a device-side assert on CUDA).
+        if len(t) and t.device.type == "cpu":
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= self.num_timesteps:
+                raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values in [{lo}, {hi}]")
 
     @staticmethod
     def _extract(arr: np.ndarray, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -315,6 +319,82 @@ class GaussianDiffusion:
         final = None
         for out in self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, cond_fn,
                                                      model_kwargs, device, progress, eta, generator):
+            final = out
+        return final["sample"]
+
+    # ---------------------------------------------------------------- DDIM inversion (Song et al. 2021, sec. 4.3)
+    @staticmethod
+    def _check_reverse_eta(eta) -> None:
+        """The reverse ODE has no noise: eta must be 0 (a ValueError names what was given)."""
+        if isinstance(eta, torch.Tensor) and eta.numel() == 1:
+            eta = eta.item()
+        if isinstance(eta, bool) or not isinstance(eta, (int, float, np.integer, np.floating)) or eta != 0:
+            raise ValueError(f"DDIM inversion runs the deterministic ODE (eq. 12 with sigma = 0) forward in time: "
+                             f"eta must be 0, got {eta!r}")
+
+    def ddim_reverse_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None,
+                            eta: float = 0.0):
+        """One deterministic DDIM step forward in time, x_t -> x_{t+1} (eq. 12 with sigma_t = 0, run backwards):
+
+            x_{t+1} = sqrt(abar_{t+1}) x0_pred + sqrt(1 - abar_{t+1}) eps,
+
+        where x0_pred and eps are the model's predictions at (x_t, t) (eps re-derived from x0_pred, so clipping and
+        x0/xprev models are handled as in :meth:`ddim_sample`), and abar_T = 0 after the last step (the
+        ``alphas_cumprod_next`` of the reference code). Returns ``sample`` and ``pred_xstart``; ``eta`` must be 0.
+        """
+        self._check_reverse_eta(eta)
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
+        alpha_bar_next = self._extract(self.alphas_cumprod_next, t, x)
+        sample = out["pred_xstart"] * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def _ddim_encode_first_step(self, model, x0, t, denoised_fn=None, model_kwargs=None):
+        """From the data (abar = 1) to the level of step 0 (abar_0), with the eps the model predicts at (x_0, 0):
+        x = sqrt(abar_0) x_0 + sqrt(1 - abar_0) eps. It inverts the last step of :meth:`ddim_sample` (t = 0), which
+        returns the predicted x_0, up to the difference between eps at x_0 and at x (both at t = 0)."""
+        out = self.p_mean_variance(model, x0, t, False, denoised_fn, model_kwargs)
+        eps = self._predict_eps_from_xstart(x0, t, out["pred_xstart"])
+        sample = (self._extract(self.sqrt_alphas_cumprod, t, x0) * x0
+                  + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * eps)
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def ddim_reverse_sample_loop_progressive(self, model, x0, clip_denoised=True, denoised_fn=None,
+                                             model_kwargs=None, device=None, progress=False,
+                                             eta: float = 0.0) -> Iterator[dict]:
+        """Yield the K steps of DDIM inversion of ``x0`` (K = ``num_timesteps``, respaced or not), in time order.
+
+        The states are those of :meth:`ddim_sample_loop` visited backwards: step 0 goes from the data (abar = 1) to
+        abar_0 with the eps predicted at (x_0, 0), then :meth:`ddim_reverse_sample` at t = 0, ..., K-2 reaches
+        abar_{K-1}, where sampling starts. The last ``sample`` is the latent x_T to pass as ``noise`` to
+        :meth:`ddim_sample_loop` on the same diffusion (K model calls each way); the round trip is exact in the
+        limit of many steps. ``eta`` must be 0 (checked at the call).
+        """
+        self._check_reverse_eta(eta)
+        if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
+            raise ValueError(f"x0 must be a floating-point torch.Tensor of data, got "
+                             f"{getattr(x0, 'dtype', type(x0).__name__)}")
+        return self._reverse_loop(model, x0, clip_denoised, denoised_fn, model_kwargs, device, progress)
+
+    def _reverse_loop(self, model, x0, clip_denoised, denoised_fn, model_kwargs, device, progress):
+        x = x0.to(device) if device is not None else x0
+        steps = range(self.num_timesteps)
+        for i in tqdm(steps, desc="DDIM inversion", leave=False) if progress else steps:
+            t = torch.full((len(x),), max(i - 1, 0), device=x.device, dtype=torch.long)
+            with torch.no_grad():
+                if i == 0:
+                    out = self._ddim_encode_first_step(model, x, t, denoised_fn, model_kwargs)
+                else:
+                    out = self.ddim_reverse_sample(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+            yield out
+            x = out["sample"]
+
+    def ddim_reverse_sample_loop(self, model, x0, clip_denoised=True, denoised_fn=None, model_kwargs=None,
+                                 device=None, progress=False, eta: float = 0.0):
+        """Encode data ``x0`` into DDIM's latent x_T (see :meth:`ddim_reverse_sample_loop_progressive`)."""
+        final = None
+        for out in self.ddim_reverse_sample_loop_progressive(model, x0, clip_denoised, denoised_fn, model_kwargs,
+                                                             device, progress, eta):
             final = out
         return final["sample"]
 
