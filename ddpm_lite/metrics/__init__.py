@@ -13,9 +13,15 @@ Example::
   ``DigitsFeatureNet`` / ``load_digits_feature_net`` (shipped, trained by ``tools/train_digits_features.py``),
   ``label_accuracy``.
 * :mod:`.precision_recall` -- ``precision_recall`` (Kynkäänniemi et al. 2019, k = 3).
+* :mod:`.inception_score` -- ``inception_score`` (of images, through a classifier's logits),
+  ``inception_score_from_logits`` / ``_from_probs``: splits of 5000 and their mean, as guided-diffusion's evaluator.
+* :mod:`.evaluator` -- ``evaluate_samples``: FID, sFID, Inception Score, precision and recall in one table, the
+  numbers of guided-diffusion's ``evaluations/evaluator.py``, in the space of any feature network.
 * :mod:`.likelihood` -- ``bits_per_dim`` over a test set with ``GaussianDiffusion.calc_bpd_loop``.
 """
+from .evaluator import EvaluationFeatures, SampleEvaluation, evaluate_samples, evaluation_features
 from .features import (
+    SPATIAL_CHANNELS,
     DigitsFeatureNet,
     InceptionV3Features,
     WeightsNotFoundError,
@@ -34,22 +40,39 @@ from .fid import (
     reference_statistics,
     trace_sqrt_product,
 )
+from .inception_score import (
+    class_logits,
+    inception_score,
+    inception_score_from_logits,
+    inception_score_from_probs,
+    inception_score_splits,
+)
 from .likelihood import bits_per_dim
 from .precision_recall import PrecisionRecall, precision_recall
 
 __all__ = [
+    "SPATIAL_CHANNELS",
     "DigitsFeatureNet",
+    "EvaluationFeatures",
     "InceptionV3Features",
     "PrecisionRecall",
+    "SampleEvaluation",
     "WeightsNotFoundError",
     "bits_per_dim",
+    "class_logits",
     "compute_fid",
     "digits_feature_net_note",
+    "evaluate_samples",
+    "evaluation_features",
     "extract_features",
     "feature_dim",
     "feature_statistics",
     "fid_from_features",
     "frechet_distance",
+    "inception_score",
+    "inception_score_from_logits",
+    "inception_score_from_probs",
+    "inception_score_splits",
     "label_accuracy",
     "load_digits_feature_net",
     "precision_recall",

@@ -14,6 +14,18 @@ the preprocessing changes).
   (``tools/train_digits_features.py``), shipped in ``ddpm_lite/checkpoints/digits_features.pt``. Its forward pass
   returns the 64-d penultimate features; :meth:`DigitsFeatureNet.logits` classifies. Inception features of
   8x8 images blown up to 299x299 mostly measure blur; this network's features are made for the digits.
+
+Both extractors also give the two other outputs of the reference evaluator (guided-diffusion's
+``evaluations/evaluator.py``) in the same pass, through ``evaluation_features(x) -> (pool, spatial, logits)``:
+
+* **spatial features** for sFID (Nash et al. 2021, as used by Dhariwal & Nichol 2021): the first
+  ``SPATIAL_CHANNELS = 7`` channels of an intermediate feature map, flattened. Inception: the output of ``Mixed_6d``
+  (17x17 at 299x299 input; the graph's ``mixed_6``, whose first 192 channels are its ``mixed_6/conv`` branch), 7 x 17
+  x 17 = 2023 numbers. Digits: the 4x4 map after the fourth convolution and its SiLU (before the last max-pool),
+  7 x 4 x 4 = 112 numbers. ``spatial_features(x)`` returns them alone; the attribute is ``spatial_dim``.
+* **class logits** for the Inception Score: ``logits(x)``.
+
+The 64-d (or 2048-d) pooled features, the state dicts and the shipped weights are unchanged.
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ CHECKPOINT_FORMAT = 1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SPATIAL_CHANNELS = 7  # sFID: the first 7 channels of the spatial feature map (as guided-diffusion's evaluator)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -62,6 +75,7 @@ class InceptionV3Features(nn.Module):
     """
 
     feature_dim = 2048
+    spatial_dim = SPATIAL_CHANNELS * 17 * 17  # Mixed_6d is 17x17 at 299x299
     preprocessing_version = "inception_v3/torchvision/rgb-[0,1]-bilinear299-imagenet_norm/v1"
 
     def __init__(self, weights="IMAGENET1K_V1", download: bool = True, progress: bool = True,
@@ -78,6 +92,10 @@ class InceptionV3Features(nn.Module):
             net = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False,
                                num_classes=len(weights.meta["categories"]))
             net.load_state_dict(state_dict)
+        # the classifier head is kept for logits() (the Inception Score) as non-persistent buffers, so the
+        # state_dict (and the key of cached reference statistics) is the feature network's alone
+        self.register_buffer("fc_weight", net.fc.weight.detach().clone(), persistent=False)
+        self.register_buffer("fc_bias", net.fc.bias.detach().clone(), persistent=False)
         net.fc = nn.Identity()
         self.net = net.eval()
         self.weights_name = None if weights is None else str(weights)
@@ -97,6 +115,28 @@ class InceptionV3Features(nn.Module):
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         return self.net((x - self.mean) / self.std)
+
+    def evaluation_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(pool (B, 2048), spatial (B, 2023), logits (B, 1000))`` in one pass: the pool features of
+        :meth:`forward`, the first 7 channels of ``Mixed_6d`` flattened (sFID), and the ImageNet logits of the
+        network's own classifier (Inception Score; torchvision's 1000 classes, not the TF graph's 1008)."""
+        captured = []
+        hook = self.net.Mixed_6d.register_forward_hook(
+            lambda module, inputs, output: captured.append(output[:, :SPATIAL_CHANNELS]))
+        try:
+            pool = self(x)
+        finally:
+            hook.remove()
+        logits = F.linear(pool, self.fc_weight, self.fc_bias)
+        return pool, captured[-1].flatten(1), logits
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The sFID features (B, 2023): the first 7 channels of ``Mixed_6d``, flattened."""
+        return self.evaluation_features(x)[1]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet class logits (B, 1000) of the network's classifier head."""
+        return self.evaluation_features(x)[2]
 
 
 def hub_checkpoint_path(url: str) -> Path:
@@ -170,14 +210,20 @@ class DigitsFeatureNet(nn.Module):
     area-downsampled to 8x8 first. Layers: two 3x3 convolutions (32 channels) and a 2x2 max-pool, two 3x3
     convolutions (64 channels) and a 2x2 max-pool, a linear layer to the 64 features (SiLU), dropout, and a
     linear classifier. The features (the classifier's input) serve FID and precision/recall.
+
+    :meth:`spatial_features` (sFID) are the first 7 channels of the 4x4 map after the fourth convolution and its
+    SiLU (``body[:9]``, before the last max-pool), flattened to 112 numbers: like guided-diffusion's choice of an
+    Inception map with spatial extent, they see where the strokes are, which the pooled features mostly do not.
     """
 
     preprocessing_version = "digits/area-downsample-to-8x8/v1"
+    spatial_layers = 9  # body[:9] ends with the SiLU after the fourth convolution (4x4 map)
 
     def __init__(self, width: int = 32, feature_dim: int = 64, num_classes: int = 10, dropout: float = 0.2):
         super().__init__()
         self.config = {"width": width, "feature_dim": feature_dim, "num_classes": num_classes, "dropout": dropout}
         self.feature_dim = feature_dim
+        self.spatial_dim = min(SPATIAL_CHANNELS, 2 * width) * 4 * 4
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.SiLU(),
@@ -209,6 +255,17 @@ class DigitsFeatureNet(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, 10)."""
         return self.head(self.dropout(self(x)))
+
+    def evaluation_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(features (B, 64), spatial (B, 112), logits (B, 10))`` in one pass; the features are exactly those of
+        :meth:`forward` (the same layers in the same order)."""
+        h = self.body[:self.spatial_layers](self.preprocess(x).to(self.head.weight.dtype))
+        features = self.body[self.spatial_layers:](h)
+        return features, h[:, :SPATIAL_CHANNELS].flatten(1), self.head(self.dropout(features))
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """sFID features (B, 112): the first 7 channels of the 4x4 map after the fourth convolution, flattened."""
+        return self.evaluation_features(x)[1]
 
 
 def load_digits_feature_net(path: str | Path | None = None, device: torch.device | str | None = None
