@@ -1,8 +1,9 @@
-"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, bits/dim, export.
+"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, bits/dim, evaluate, export.
 
     ddpm-lite train --preset digits --steps 2000 --out runs/digits      # resumes if runs/digits has a checkpoint
     ddpm-lite sample --checkpoint runs/digits/checkpoint.pt --num 64 --steps 50 --out samples.png
     ddpm-lite bpd --checkpoint runs/digits/checkpoint.pt --split test --num 64
+    ddpm-lite evaluate --checkpoint runs/digits --num 360 --steps 50 --ddim --split test   # FID, sFID, IS, P, R
     torchrun --nproc_per_node 4 -m ddpm_lite train --preset digits --data cifar10 --download
 
 Everything defaults to the embedded digits, so it runs offline. User errors (a missing checkpoint or dataset,
@@ -118,6 +119,40 @@ def build_parser() -> argparse.ArgumentParser:
     bpd.add_argument("--seed", type=int, default=0, help="seed of the image subset and the noise")
     bpd.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     _add_common(bpd, data_options=True)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="FID, sFID, Inception Score, precision and recall of samples",
+        description="The table of guided-diffusion's evaluator (Dhariwal & Nichol 2021): sample --num images from a "
+                    "checkpoint (or read them with --samples) and compare them with a data split, in the feature "
+                    "space of the shipped digits network (or Inception-v3). The last column is the real-data floor: "
+                    "as many real images of the other split, against the same reference.",
+        epilog="Example: ddpm-lite evaluate --checkpoint runs/digits --num 360 --steps 50 --ddim --split test")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder to sample from")
+    source.add_argument("--samples", type=Path,
+                        help="images to evaluate instead: .npz (arr_0, NHWC uint8 as guided-diffusion's sampling "
+                             "scripts write, or NCHW floats in [-1, 1]) or .pt (a tensor of either form)")
+    evaluate.add_argument("--num", type=_positive_int, default=None,
+                          help="samples to draw (default: as many as the reference split has images)")
+    evaluate.add_argument("--steps", type=_positive_int, default=None,
+                          help="sampling steps (default 50, or the model's timesteps if fewer)")
+    evaluate.add_argument("--ddim", action="store_true", help="DDIM sampling instead of ancestral")
+    evaluate.add_argument("--eta", type=float, default=None, help="DDIM noise in [0, 1] (default 0); needs --ddim")
+    evaluate.add_argument("--split", choices=["train", "test"], default="test",
+                          help="reference split (default test)")
+    evaluate.add_argument("--data", choices=list(IMAGE_DATASETS), default=None,
+                          help="reference dataset (default: the checkpoint's; digits with --samples)")
+    evaluate.add_argument("--features", choices=["digits", "inception"], default=None,
+                          help="feature network: the shipped digits network (default for digits data, offline) or "
+                               "torchvision's Inception-v3 (default otherwise; its weights must be in the torch hub "
+                               "cache, or add --download)")
+    evaluate.add_argument("--split-size", type=_positive_int, default=5000,
+                          help="images per split of the Inception Score (default 5000, as the reference)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
+    evaluate.add_argument("--no-floor", action="store_true", help="skip the real-data column")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real-data subset")
+    evaluate.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    _add_common(evaluate, data_options=True)
 
     export = sub.add_parser("export", help="write a small sampling-only copy of a checkpoint",
                             description="Keep the config and the EMA weights only (no optimizer state): for "
@@ -327,6 +362,161 @@ def cmd_bpd(args) -> int:
     return 0
 
 
+def _read_samples(path: Path) -> torch.Tensor:
+    """Images (N, C, H, W) as float32 in [-1, 1] from .npz or .pt: NHWC or NCHW, uint8 0..255 or floats in
+    [-1, 1]; one UsageError naming what is accepted otherwise."""
+    import numpy as np
+
+    accepted = ("accepted: .npz with arr_0 (or a single array) or .pt holding a tensor (or a dict with one); "
+                "images (N, H, W, C) or (N, C, H, W) with C = 1 or 3, uint8 0..255 or floats in [-1, 1]")
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise UsageError(f"--samples {path}: no such file")
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                key = "arr_0" if "arr_0" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise UsageError(f"--samples {path} holds arrays {keys} and no arr_0; {accepted}")
+                array = torch.from_numpy(archive[key])
+        elif suffix in (".pt", ".pth"):
+            array = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(array, dict):
+                tensors = {k: v for k, v in array.items() if isinstance(v, torch.Tensor)}
+                key = next((k for k in ("samples", "images", "arr_0") if k in tensors), None)
+                if key is None and len(tensors) == 1:
+                    key = next(iter(tensors))
+                if key is None:
+                    raise UsageError(f"--samples {path} holds no tensor named samples, images or arr_0; {accepted}")
+                array = tensors[key]
+            elif isinstance(array, np.ndarray):
+                array = torch.from_numpy(array)
+        else:
+            raise UsageError(f"--samples {path}: unknown file type {suffix or '(none)'}; {accepted}")
+    except UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a truncated archive, a pickle the safe loader refuses: say which
+        raise UsageError(f"--samples {path} cannot be read ({type(err).__name__}: {err}); {accepted}") from None
+    if not isinstance(array, torch.Tensor) or array.ndim != 4:
+        got = tuple(array.shape) if isinstance(array, torch.Tensor) else type(array).__name__
+        raise UsageError(f"--samples {path} holds {got}, not a batch of images; {accepted}")
+    if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+        array = array.permute(0, 3, 1, 2)  # NHWC (the reference's sample files) -> NCHW
+    if array.shape[1] not in (1, 3):
+        raise UsageError(f"--samples {path} holds images of shape {tuple(array.shape)}; {accepted}")
+    if array.dtype == torch.uint8:
+        return array.float() / 127.5 - 1
+    if not array.is_floating_point():
+        raise UsageError(f"--samples {path} holds {array.dtype} values; {accepted}")
+    array = array.float().contiguous()
+    if not bool(torch.isfinite(array).all()) or array.min() < -1.001 or array.max() > 1.001:
+        raise UsageError(f"--samples {path}: float images must be finite and in [-1, 1], got values in "
+                         f"[{array.min().item():.4g}, {array.max().item():.4g}]; {accepted}")
+    return array.clamp(-1, 1)
+
+
+def _draw_samples(args, model, diffusion, config, n: int, device) -> torch.Tensor:
+    from .sampling import generate
+
+    steps = args.steps or min(50, diffusion.num_timesteps)
+    if steps > diffusion.num_timesteps:
+        raise UsageError(f"--steps {steps} is more than the model's {diffusion.num_timesteps} timesteps")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    eta = 0.0 if args.eta is None else args.eta
+    out = []
+    for start in range(0, n, args.batch_size):
+        size = min(args.batch_size, n - start)
+        y = torch.arange(start, start + size) % config.num_classes if config.class_cond else None
+        out.append(generate(model, diffusion, (size, *config.sample_shape), steps=steps, ddim=args.ddim, eta=eta,
+                            y=y, generator=generator, device=device, progress=not args.no_progress).float().cpu())
+    samples = torch.cat(out)
+    if not bool(torch.isfinite(samples).all()):
+        raise UsageError("sampling gave NaN or infinite values (the model's output is not finite)")
+    return samples.clamp(-1, 1)
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .metrics import (
+        InceptionV3Features,
+        WeightsNotFoundError,
+        evaluate_samples,
+        evaluation_features,
+        load_digits_feature_net,
+    )
+
+    if args.eta is not None and not args.ddim:
+        raise UsageError(f"--eta {args.eta:g} sets DDIM's noise: add --ddim (ancestral sampling has no eta)")
+    if args.eta is not None and not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
+        raise UsageError(f"--eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise), "
+                         f"got {args.eta}")
+    device = check_device(args.device, "--device")
+    model = diffusion = config = samples = None
+    if args.checkpoint is not None:
+        model, diffusion, config = load_model(args.checkpoint, ema=not args.no_ema, device=device)
+        if config.objective == "classifier" or config.model_kind == "mlp":
+            what = "a noisy classifier" if config.objective == "classifier" else "a toy 2-D model"
+            raise UsageError(f"{resolve_path(args.checkpoint)} is {what}: evaluate needs a diffusion model of images")
+        name, size, channels = args.data or config.data, config.model.image_size, config.model.in_channels
+    else:
+        for option in ("steps", "eta"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option} sets the sampler: it needs --checkpoint, not --samples")
+        samples = _read_samples(args.samples)
+        name, size, channels = args.data or "digits", samples.shape[-1], samples.shape[1]
+    reference = load_dataset(name, args.split, root=args.root, download=args.download, image_size=size)
+    if reference.image_shape[0] != channels:
+        raise UsageError(f"{name} has {reference.image_shape[0]} channels, the samples have {channels}")
+    kind = args.features or ("digits" if name in ("digits", "digits16") else "inception")
+    if kind == "digits":
+        if channels != 1:
+            raise UsageError("the digits feature network takes one-channel images: use --features inception")
+        net = load_digits_feature_net(device=device)
+    else:
+        try:
+            net = InceptionV3Features(download=args.download, progress=not args.no_progress).to(device)
+        except WeightsNotFoundError as err:
+            raise UsageError(f"{err} (or evaluate digits with --features digits)") from None
+    n = args.num or (len(samples) if samples is not None else len(reference))
+    if samples is None:
+        samples = _draw_samples(args, model, diffusion, config, n, device)
+    elif args.num is not None:
+        if args.num > len(samples):
+            raise UsageError(f"--num {args.num} is more than the {len(samples)} images of {args.samples}")
+        samples = samples[:args.num]
+    if len(samples) < 4 or len(reference) < 4:
+        raise UsageError(f"precision and recall need at least 4 images on each side (k = 3 neighbours); got "
+                         f"{len(samples)} samples and {len(reference)} reference images")
+    progress = not args.no_progress
+    ref = evaluation_features(reference, net, args.batch_size, device, progress)
+    result = evaluate_samples(samples, ref, net, split_size=args.split_size, batch_size=args.batch_size,
+                              device=device, progress=progress)
+    floor, label = None, ""
+    if not args.no_floor:
+        other = "train" if args.split == "test" else "test"
+        try:
+            real = load_dataset(name, other, root=args.root, download=args.download, image_size=size)
+        except DatasetNotFoundError as err:
+            print(f"no real-data column: {' '.join(str(err).split())}", file=sys.stderr)
+        else:
+            m = min(len(samples), len(real))
+            pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(args.seed))[:m]
+            if m >= 4:
+                floor = evaluate_samples(real[pick][0], ref, net, split_size=args.split_size,
+                                         batch_size=args.batch_size, device=device, progress=progress)
+                label = f"real {other}"
+    if args.checkpoint is not None:
+        steps = args.steps or min(50, diffusion.num_timesteps)
+        source = (f"{len(samples)} samples of {resolve_path(args.checkpoint)} ({steps} "
+                  f"{'DDIM' if args.ddim else 'ancestral'} steps)")
+    else:
+        source = f"{len(samples)} images of {args.samples}"
+    print(f"{source} against the {len(reference)} {args.split} images of {name}, {kind} features")
+    print(result.table(floor, label) if floor is not None else result.table())
+    return 0
+
+
 def cmd_export(args) -> int:
     path = export_checkpoint(resolve_path(args.checkpoint), args.out, half=args.half)
     size = path.stat().st_size / 2**20
@@ -334,7 +524,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bpd": cmd_bpd, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bpd": cmd_bpd, "evaluate": cmd_evaluate, "export": cmd_export}
 
 
 def describe_os_error(err: OSError) -> str:
