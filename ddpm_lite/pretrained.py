@@ -250,6 +250,11 @@ def load_openai(path, release: str | None = "auto", codebase: str | None = None,
     resolved_release, codebase, flags = _resolve_flags(path, release, codebase, flags)
     state = _read_openai_state_dict(path)
     kind = "classifier" if not any(k.startswith("output_blocks.") for k in state) else "diffusion"
+    if kind == "classifier" and codebase == _IMPROVED:
+        raise ValueError(f"{path} has no output_blocks: a noisy classifier, which only guided-diffusion trains; "
+                         "pass codebase='guided-diffusion' and its classifier_ flags")
+    if kind == "diffusion" and state["input_blocks.0.0.weight"].shape[1] == 6:
+        raise ValueError(f"{path} takes 6 input channels: {_SUPER_RES}")
     if kind == "classifier" and "out.2.positional_embedding" not in state:
         raise ValueError(f"{path} is a noisy classifier without attention pooling (no out.2.positional_embedding): "
                          "only classifier_pool='attention' is supported")

@@ -412,6 +412,13 @@ def test_flag_values_our_modules_cannot_express(tmp_path):
     save(classifier, tmp_path / "c.pt")
     with pytest.raises(ValueError, match="classifier_pool"):
         load_openai(tmp_path / "c.pt", codebase="guided-diffusion", image_size=8, classifier_pool="adaptive")
+    with pytest.raises(ValueError, match="only guided-diffusion trains"):
+        load_openai(tmp_path / "c.pt", codebase="improved-diffusion", image_size=8)
+    state = ref.state_dict()
+    state["input_blocks.0.0.weight"] = torch.cat([state["input_blocks.0.0.weight"]] * 2, dim=1)
+    torch.save(state, tmp_path / "sr.pt")  # a super-resolution model: 3 more input channels
+    with pytest.raises(ValueError, match="super-resolution"):
+        load_openai(tmp_path / "sr.pt", codebase="guided-diffusion", **COMMON)
 
 
 def test_files_that_do_not_fit_the_flags_name_the_tensors_and_the_flag(tmp_path):
