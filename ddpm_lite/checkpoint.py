@@ -156,7 +156,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         hint = ""
         if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-            hint = " It looks like a bare state_dict: load it with model.load_state_dict(torch.load(path))."
+            hint = (" It looks like a bare state_dict: load it into the model it came from with "
+                    "model.load_state_dict(torch.load(path, weights_only=True)), or, for OpenAI's improved-diffusion "
+                    "and guided-diffusion releases, with ddpm_lite.pretrained.load_openai(path).")
         raise CheckpointError(f"{path} is not a ddpm_lite checkpoint (no format marker {FORMAT!r}).{hint}"
                               f"{_fallback(path)}")
     if state.get("version", 0) > VERSION:
