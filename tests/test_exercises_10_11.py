@@ -1,10 +1,12 @@
-"""The checkers of notebooks 10 (respaced betas, one DDIM step) and 11: the references are right, correct variants
-pass, realistic mistakes get their own hint. (tests/test_exercises.py also runs its generic checks on them.)"""
+"""The checkers of notebooks 10 (respaced betas, one DDIM step) and 11 (the SNR in dB): the references are right,
+correct variants pass, realistic mistakes (wrong kinds of result included) get their own diagnosis.
+(tests/test_exercises.py also runs its generic checks on them.)"""
 import math
 
 import numpy as np
 import pytest
 import torch
+from exercise_helpers import assert_rejected
 
 from ddpm_lite import GaussianDiffusion, get_betas, respace, space_timesteps
 from ddpm_lite.course.exercises import (
@@ -20,14 +22,6 @@ from ddpm_lite.course.exercises import (
 @pytest.fixture(autouse=True)
 def friendly(monkeypatch):
     monkeypatch.setenv("DDPM_LITE_STRICT", "0")
-
-
-def assert_rejected(name, fn, *fragments):
-    v = EXERCISES[name].diagnose(fn)
-    assert v.status == "wrong", v.message
-    assert v.message.startswith(f"❌ {name}") and "\n" not in v.message
-    for fragment in fragments:
-        assert fragment in v.message, f"{fragment!r} not in {v.message!r}"
 
 
 def test_registered():
@@ -74,12 +68,12 @@ def test_respaced_betas_correct_variants_pass(fn, capsys):
 
 
 @pytest.mark.parametrize("fn, fragment", [
-    (lambda b, k: np.asarray(b)[sorted(k)], "the original betas at the kept steps"),
+    (lambda b, k: np.asarray(b)[sorted(k)], "one step of the old chain"),
     (lambda b, k: (lambda ab: 1 - ab[1:] / ab[:-1])(np.cumprod(1 - np.asarray(b))[sorted(k)]), "one beta short"),
-    (lambda b, k: (lambda ab: 1 - ab / np.roll(ab, 1))(np.cumprod(1 - np.asarray(b))[sorted(k)]), "wraps around"),
-    (lambda b, k: 1 - np.cumprod(1 - np.asarray(b))[sorted(k)], "beta_i = 1 - alpha_bar[S_i]"),
+    (lambda b, k: (lambda ab: 1 - ab / np.roll(ab, 1))(np.cumprod(1 - np.asarray(b))[sorted(k)]), "wrapped around"),
+    (lambda b, k: 1 - np.cumprod(1 - np.asarray(b))[sorted(k)], "the whole way from the clean data"),
     (lambda b, k: (lambda ab: 1 - ab / np.append(1.0, ab[:-1]))(np.cumprod(1 - np.asarray(b))[list(k)]),
-     "not sorted"),
+     "in the order given"),
     (lambda b, k: (lambda ab: 1 - ab / np.append(1.0, ab[:-1]))(np.cumprod(1 - np.asarray(b))[np.array(sorted(k)) - 1]),
      "off by one"),
 ])
@@ -95,7 +89,7 @@ def test_respaced_betas_first_step_keeps_its_original_beta():
         ab = ab_all[s]
         return 1 - ab / np.append(ab_all[s[0] - 1], ab[:-1])
 
-    assert_rejected("respaced_betas", wrong, "the first kept step keeps its original beta", "alpha_bar_prev = 1")
+    assert_rejected("respaced_betas", wrong, "the first kept step keeps its old one-step beta")
 
 
 # ---------------------------------------------------------------------- one DDIM step
@@ -169,12 +163,12 @@ def ddim_with(**changes):
 
 
 @pytest.mark.parametrize("changes, fragment", [
-    ({"no_eta": True}, "eta is ignored"),
-    ({"plain_direction": True}, "the direction term ignores sigma"),
-    ({"short_sigma": True}, "sigma misses its first factor"),
-    ({"variance_noise": True}, "scaled by the variance"),
-    ({"x0_no_sqrt": True}, "misses a square root"),
-    ({"from_x_t": True}, "x_t in place of the predicted x_0"),
+    ({"no_eta": True}, "adds no noise, whatever eta is"),
+    ({"plain_direction": True}, "does not make room for the added noise"),
+    ({"short_sigma": True}, "sigma is missing one of its two factors"),
+    ({"variance_noise": True}, "scaled by sigma squared"),
+    ({"x0_no_sqrt": True}, "divided by the wrong power of alpha_bar"),
+    ({"from_x_t": True}, "moves x_t itself instead of the predicted x_0"),
 ])
 def test_ddim_step_mistakes(changes, fragment):
     assert_rejected("ddim_step", ddim_with(**changes), fragment)
@@ -183,7 +177,7 @@ def test_ddim_step_mistakes(changes, fragment):
 @pytest.mark.filterwarnings("ignore:Casting complex values")
 def test_ddim_step_swapped_alphas():
     fn = ddim_with()
-    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: fn(x, e, abp, ab, eta, z), "swapped")
+    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: fn(x, e, abp, ab, eta, z), "the other way round")
 
 
 def test_ddim_step_new_noise_is_caught():
@@ -210,18 +204,22 @@ def test_not_implemented_falls_back(capsys):
     assert capsys.readouterr().out.count("not implemented yet") == 2
 
 
-def test_respaced_betas_in_float32_pass(capsys):
+def test_respaced_betas_in_float32_are_rejected_for_their_precision():
+    """The next cell compares with the package's float64 betas (np.allclose, rtol 1e-5): float32 is not enough."""
     def float32(betas, kept):
         ab = torch.cumprod(1 - torch.tensor(betas, dtype=torch.float32), 0)[sorted(kept)]
         return 1 - ab / torch.cat([torch.ones(1), ab[:-1]])
 
-    assert check_respaced_betas(float32) is float32
+    assert_rejected("respaced_betas", float32, "returned float32; return float64", "lose their digits")
+    assert check_respaced_betas(float32) is reference_respaced_betas
 
 
 def test_ddim_step_swapped_alphas_in_torch_or_math():
     """torch.sqrt of a negative number is NaN, math.sqrt raises: both get a hint about the order of the alpha-bars."""
-    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: torch_ddim(x, e, abp, ab, eta, z), "abar_prev")
-    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: math_ddim(x, e, abp, ab, eta, z), "swapped")
+    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: torch_ddim(x, e, abp, ab, eta, z), "NaN or inf",
+                    "the right way round")
+    assert_rejected("ddim_step", lambda x, e, ab, abp, eta, z: math_ddim(x, e, abp, ab, eta, z),
+                    "raised ValueError: math domain error", "the right way round")
 
 
 # ---------------------------------------------------------------------- 11: the SNR of x_t in decibels
@@ -255,12 +253,15 @@ def test_snr_db_correct_variants_pass(capsys):
 
 
 @pytest.mark.parametrize("fn, fragment", [
-    (lambda x0, ab: 20 * torch.log10(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab)), "20 log10 of a power ratio"),
-    (lambda x0, ab: 10 * torch.log10(torch.as_tensor(ab) / (1 - torch.as_tensor(ab))), "power is left out"),
-    (lambda x0, ab: 10 * torch.log(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab)), "a natural log"),
+    (lambda x0, ab: 20 * torch.log10(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab)),
+     "twice the right number of decibels"),
+    (lambda x0, ab: 10 * torch.log10(torch.as_tensor(ab) / (1 - torch.as_tensor(ab))),
+     "ignores the power of the signal"),
+    (lambda x0, ab: 10 * torch.log(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab)), "natural logarithm"),
     (lambda x0, ab: 10 * torch.log10(ab * x0.pow(2).mean() / (1 - ab)), "one number for the whole batch"),
     (lambda x0, ab: 10 * torch.log10(ab * x0.pow(2).flatten(1).amax(1) / (1 - ab)), "peak power"),
-    (lambda x0, ab: 10 * torch.log10(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab) ** 2), "(1 - alpha_bar)^2"),
+    (lambda x0, ab: 10 * torch.log10(ab * x0.pow(2).flatten(1).mean(1) / (1 - ab) ** 2),
+     "the power of the noise is squared"),
 ])
 def test_snr_db_mistakes(fn, fragment):
     assert_rejected("snr_db", fn, fragment)
@@ -269,3 +270,44 @@ def test_snr_db_mistakes(fn, fragment):
 def test_ddim_step_reference_keeps_the_dtype():
     x = torch.randn(2, 1, 3, 3)
     assert reference_ddim_step(x, x, 0.3, 0.5, 0.5, x).dtype == torch.float32
+
+
+# ---------------------------------------------------------------------- wrong kinds of result (10 and 11)
+def test_respaced_betas_wrong_kinds():
+    ok = reference_respaced_betas
+    assert_rejected("respaced_betas", lambda b, k: ok(b, k).astype(np.float32), "returned float32; return float64")
+    assert_rejected("respaced_betas", lambda b, k: (ok(b, k) * 1e6).astype(np.int64), "returned integers (int64)")
+    assert_rejected("respaced_betas", lambda b, k: dict(zip(sorted(k), ok(b, k))), "returned a dict",
+                    "return an array (or a list) of numbers")
+    assert_rejected("respaced_betas", lambda b, k: ok(b, k)[:, None], "the new betas have shape (6, 1); it should "
+                    "have shape (6,): one beta per kept step")
+
+
+def test_ddim_step_wrong_kinds():
+    assert_rejected("ddim_step", lambda *a: reference_ddim_step(*a).double(), "returned float64 for a float32 `x_t`",
+                    "float32 network")
+    assert_rejected("ddim_step", lambda *a: reference_ddim_step(*a).numpy(), "returned a numpy array of shape "
+                    "(3, 1, 4, 4); return a torch tensor")
+    assert_rejected("ddim_step", lambda *a: reference_ddim_step(*a).to("meta"), "on the meta device")
+
+
+def test_snr_db_wrong_kinds():
+    from ddpm_lite.course.exercises import reference_snr_db
+
+    assert_rejected("snr_db", lambda x0, ab: reference_snr_db(x0, ab).numpy(), "returned a numpy array of shape "
+                    "(4,); return a torch tensor", ".nonzero()")
+    assert_rejected("snr_db", lambda x0, ab: float(reference_snr_db(x0, ab).mean()), "returned the number",
+                    "with one value per example of the batch, shape (4,)")
+    assert_rejected("snr_db", lambda x0, ab: reference_snr_db(x0, ab)[:, None], "the SNR has shape (4, 1); it "
+                    "should have one value per example of the batch, shape (4,)")
+
+
+def test_snr_db_in_float32_and_with_numpy_powers_passes():
+    from ddpm_lite.course.exercises import check_snr_db
+
+    def float32_mean_dims(x0, alpha_bar):
+        ab = torch.as_tensor(alpha_bar, dtype=torch.float32)
+        power = x0.float().square().mean(dim=tuple(range(1, x0.ndim)))
+        return 10 * (torch.log10(ab * power) - torch.log10(1 - ab))
+
+    assert check_snr_db(float32_mean_dims) is float32_mean_dims
