@@ -1,5 +1,6 @@
-"""The benchmark scripts run: bench/claims.py end to end on its seconds-long profile, and the timing and FLOP
-helpers of bench/train_speed.py (diffusers, which the benchmark installs for itself, is not needed here)."""
+"""The benchmark scripts run: bench/claims.py end to end on its seconds-long profile, the timing and FLOP
+helpers of bench/train_speed.py (diffusers, which the benchmark installs for itself, is not needed here), and
+bench/sampler_speed.py end to end on tiny settings (without k-diffusion, which it installs for itself)."""
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import claims  # noqa: E402
+import sampler_speed  # noqa: E402
 import train_speed  # noqa: E402
 
 from ddpm_lite.models import UNetConfig, UNetModel  # noqa: E402
@@ -70,3 +72,23 @@ def test_interleaved_timing_returns_a_median_per_function():
     result = train_speed.interleaved({"a": bump("a"), "b": bump("b")}, rounds=3, per_round=2, warmup=1)
     assert set(result) == {"a", "b"} and all(v >= 0 for v in result.values())
     assert calls == {"a": 7, "b": 7}  # 1 warm-up + 3 rounds of 2
+
+
+def test_sampler_speed_runs_every_part_on_tiny_settings_and_merges_runs(tmp_path, capsys):
+    first, second = tmp_path / "fid.json", tmp_path / "all.json"
+    tiny = ["--samples", "70", "--draws", "2", "--rounds", "1", "--threads", "1", "--no-kdiffusion"]
+    sampler_speed.main(["--only", "spacing", "reference", "fid", "--steps", "2", "3", "--spacing-steps", "2",
+                        "--reference-steps", "4", "--json", str(first), *tiny])
+    sampler_speed.main(["--only", "timing", "wins", "--steps", "2", "3", "--reference-steps", "4",
+                        "--wins-steps", "2", "--merge", str(first), "--json", str(second), *tiny])
+    data = sampler_speed._int_keys(json.loads(second.read_text()))
+    names = ["ancestral", "DDIM η=0", "DPM-Solver++(2M)"]
+    assert list(data["fid"]) == names and list(data["seconds"]) == names
+    assert all(len(data["fid"][name][k]) == 2 and data["seconds"][name][k][0] > 0 for name in names for k in (2, 3))
+    assert set(data["spacing"]) == {"logSNR", "time_uniform", "time_quadratic", "time_uniform, no final denoising"}
+    assert data["reference"]["steps"] == 4 and len(data["reference"]["fids"]) == 2 and data["reference_seconds"]
+    assert len(data["floor"]) == 5 and data["wins"]["max_abs_difference"] < 1e-4
+    report = capsys.readouterr().out.split("# --- markdown for docs/benchmarks.md ---")[-1]
+    for text in ("timestep spacing", "| calls | ancestral | DDIM η=0 | DPM-Solver++(2M) |", "4-step ancestral: FID",
+                 "Target: FID <= 1.1 x", "Cheap wins", "Floor: 70 training digits"):
+        assert text in report
