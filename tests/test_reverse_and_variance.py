@@ -11,9 +11,11 @@ from ddpm_lite.course.analytic import GaussianMixture
 from ddpm_lite.course.learned_variance import (
     MeanOnly,
     interpolation_weights,
+    kl_optimal_variance,
     log_variance_bounds,
     sigma_from_v,
     with_variance,
+    xstart_errors,
 )
 from ddpm_lite.course.reverse_process import (
     gaussian_fit,
@@ -190,3 +192,39 @@ def test_sample_grids_figure():
     fig = plotting.sample_grids_figure({"a": torch.zeros(4, 1, 8, 8), "b": torch.ones(9, 1, 8, 8)},
                                        titles={"a": "A!"}, suptitle="s")
     assert [ax.get_title() for ax in fig.axes] == ["A!", "b"]
+
+
+@pytest.mark.parametrize("steps", [None, 25, 10])
+def test_kl_optimal_variance_runs_from_beta_tilde_to_beta(steps):
+    """A perfect x0 wants beta~' (v = 0); the error of the best guess for N(0, I) data, 1 - alpha_bar_t, wants
+    exactly beta' (v = 1): the true reverse step of Gaussian data. Plain and respaced chains alike."""
+    base = GaussianDiffusion(get_betas("cosine", 1000))
+    d = base if steps is None else respace(base, steps)
+    perfect = kl_optimal_variance(d, np.zeros(d.num_timesteps))
+    np.testing.assert_allclose(perfect["sigma"], perfect["beta_tilde"])
+    np.testing.assert_allclose(perfect["v"], 0.0, atol=1e-12)
+    gaussian = kl_optimal_variance(d, 1 - d.alphas_cumprod)
+    np.testing.assert_allclose(gaussian["sigma"], gaussian["beta"], rtol=1e-9)
+    np.testing.assert_allclose(gaussian["v"], 1.0, rtol=1e-6)
+    expected_t = np.arange(1, 1000) if steps is None else d.timestep_map.numpy()[1:]
+    np.testing.assert_array_equal(gaussian["t"], expected_t)
+    with pytest.raises(ValueError, match="one error per step"):
+        kl_optimal_variance(d, np.zeros(3))
+
+
+def test_xstart_errors_measure_the_clipped_prediction_of_x0():
+    """Images all 0.5: a model that predicts x0 = 0.5 has error 0; one that predicts 2, clipped to 1 as in
+    sampling, has error 0.25, at every t; an eps-model is read through eq. 4 the same way."""
+    x0 = torch.full((8, 1, 2, 2), 0.5)
+    d = GaussianDiffusion(get_betas("cosine", 100), mean_type="x0")
+    np.testing.assert_allclose(xstart_errors(lambda x, t: torch.full_like(x, 0.5), d, x0, [0, 10, 99]), 0.0,
+                               atol=1e-12)
+    np.testing.assert_allclose(xstart_errors(lambda x, t: torch.full_like(x, 2.0), d, x0, [0, 10, 99]), 0.25,
+                               rtol=1e-6)
+    eps_d = GaussianDiffusion(get_betas("cosine", 100))
+
+    def perfect_eps(x_t, t):  # the eps that makes eq. 4 give back x0 = 0.5
+        ab = torch.from_numpy(eps_d.alphas_cumprod).float()[t].reshape(-1, 1, 1, 1)
+        return (x_t - ab.sqrt() * 0.5) / (1 - ab).sqrt()
+
+    np.testing.assert_allclose(xstart_errors(perfect_eps, eps_d, x0, [1, 50]), 0.0, atol=1e-6)

@@ -7,6 +7,8 @@ v = (output + 1) / 2 of eq. 15, log Sigma = v log beta_t + (1 - v) log beta-tild
 - :func:`log_variance_bounds`: log beta_t and log beta-tilde_t (clipped at t = 0), the two ends of eq. 15.
 - :class:`MeanOnly` and :func:`with_variance`: the same network sampled with a *fixed* variance instead, by
   dropping its variance channels and switching the diffusion's ``var_type``.
+- :func:`xstart_errors` and :func:`kl_optimal_variance`: the variance a reverse step *should* have, given how well
+  the model knows x_0: the Sigma that minimises the step's KL term, and the v of eq. 15 that gives it.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from ..gaussian_diffusion import GaussianDiffusion
 from ..respace import SpacedDiffusion
 from ..runtime import model_device
 
-__all__ = ["MeanOnly", "with_variance", "log_variance_bounds", "interpolation_weights", "sigma_from_v"]
+__all__ = ["MeanOnly", "with_variance", "log_variance_bounds", "interpolation_weights", "sigma_from_v",
+           "xstart_errors", "kl_optimal_variance"]
 
 
 class MeanOnly(nn.Module):
@@ -80,3 +83,50 @@ def interpolation_weights(model, diffusion: GaussianDiffusion, images: torch.Ten
         v = (raw + 1) / 2
         out[start:start + len(ts)] = v.reshape(len(ts), -1).mean(1).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def xstart_errors(model, diffusion: GaussianDiffusion, images: torch.Tensor, timesteps,
+                  generator: torch.Generator | None = None, batch_size: int = 512) -> np.ndarray:
+    """The mean squared error per pixel of ``model``'s prediction of x_0 (clipped to [-1, 1], as sampling does) at
+    each of ``timesteps`` (of ``diffusion``, not respaced), over ``images`` noised with q(x_t | x_0)."""
+    device = model_device(model)
+    images = images.to(device).float()
+    n = len(images)
+    timesteps = [int(t) for t in timesteps]
+    out = np.empty(len(timesteps))
+    per_batch = max(1, batch_size // n)
+    for start in range(0, len(timesteps), per_batch):
+        ts = timesteps[start:start + per_batch]
+        t = torch.tensor(ts, device=device).repeat_interleave(n)
+        x0 = images.repeat(len(ts), *[1] * (images.ndim - 1))
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else device)
+        x_t = diffusion.q_sample(x0, t, noise.to(device))
+        pred = diffusion.p_mean_variance(model, x_t, t, clip_denoised=True)["pred_xstart"]
+        out[start:start + len(ts)] = ((pred - x0) ** 2).reshape(len(ts), -1).mean(1).cpu().numpy()
+    return out
+
+
+def kl_optimal_variance(diffusion: GaussianDiffusion, xstart_mse) -> dict[str, np.ndarray]:
+    """The KL-optimal variance of each reverse step of ``diffusion`` (respaced or not), given the model's error.
+
+    A step from x_t back to x_s (s the previous step kept) with mean mu_theta = mu~(x_t, x0_hat) has the KL term
+    E KL(q(x_s | x_t, x_0) || N(mu_theta, Sigma)) per pixel = 1/2 [log(Sigma / beta~') + (beta~' + c^2 e) / Sigma - 1],
+    c the x_0-coefficient of mu~ (DDPM eq. 7) and e = E(x0_hat - x_0)^2; it is smallest at Sigma* = beta~' + c^2 e,
+    the variance of the true reverse step q(x_s | x_t) around the model's mean. ``xstart_mse``: e at each of the
+    diffusion's steps (K,), from :func:`xstart_errors` at its timesteps (``timestep_map`` for a respaced one).
+
+    Returns, for the steps 1..K-1 (step 0, the decoder, has beta~ = 0): ``t`` (timesteps of the original chain),
+    ``beta``, ``beta_tilde``, ``sigma`` (Sigma*) and ``v``, the weight of eq. 15 that gives Sigma* (0: beta~', 1:
+    beta'; above 1 where the model's x_0 is worse than the prior's guess).
+    """
+    e = np.asarray(xstart_mse, dtype=np.float64)
+    if e.shape != (diffusion.num_timesteps,):
+        raise ValueError(f"xstart_mse must hold one error per step of the diffusion ({diffusion.num_timesteps}), "
+                         f"got shape {e.shape}")
+    timesteps = getattr(diffusion, "timestep_map", None)
+    t = np.arange(diffusion.num_timesteps) if timesteps is None else timesteps.cpu().numpy()
+    beta, beta_tilde = diffusion.betas[1:], diffusion.posterior_variance[1:]
+    sigma = beta_tilde + diffusion.posterior_mean_coef1[1:] ** 2 * e[1:]
+    v = np.log(sigma / beta_tilde) / np.log(beta / beta_tilde)
+    return {"t": t[1:], "beta": beta, "beta_tilde": beta_tilde, "sigma": sigma, "v": v}

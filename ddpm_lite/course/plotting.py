@@ -12,8 +12,10 @@ The module reads in the order of the notebooks, after the machinery every figure
 
 ====================================  ==================================================================================
 the figure machinery                  schedules by name, images to display, the photo, PNG bytes, noised copies
-01 forward noising                    the SNR curve, x_t along the chain, the forward-noising explorer's figure
-02 reverse process                    the exact reverse of a jump, ancestral sampling in 2-D
+01 forward noising                    the map of generative models, the SNR curve, x_t along the chain, the
+                                      forward-noising explorer's figure
+02 reverse process                    the exact reverse of a jump, its shift by the score, ancestral sampling in
+                                      2-D, the score field
 03 the loss                           the terms of the variational bound, the weights of L_vlb against L_simple
 04 learned variance                   beta-tilde / beta, the interpolation of eq. 15, samples side by side
 05 cosine schedule                    alpha-bar curves, the latent grid (Improved DDPM Figures 3 and 5)
@@ -43,9 +45,9 @@ __all__ = [
     # the figure machinery
     "diffusions", "to_display", "draw_grid", "sample_photo", "figure_to_png", "evenly_spaced",
     # 01 forward noising
-    "snr", "draw_snr", "snr_curve", "forward_chain_grid", "forward_noising_figure",
+    "generative_landscape_figure", "snr", "draw_snr", "snr_curve", "forward_chain_grid", "forward_noising_figure",
     # 02 reverse process
-    "PATH_COLORS", "reverse_step_figure", "trajectory_figure",
+    "PATH_COLORS", "reverse_step_figure", "score_shift_figure", "trajectory_figure", "score_field_figure",
     # 03 the loss
     "vb_terms_figure", "vlb_weight", "vlb_weights",
     # 04 learned variance
@@ -168,6 +170,75 @@ def evenly_spaced(num_timesteps: int, n: int) -> list[int]:
 # ======================================================================================================================
 # 01 forward noising: q(x_t | x_0) and the signal-to-noise ratio
 # ======================================================================================================================
+def generative_landscape_figure(figsize=(8.0, 5.7)):
+    """Four families of generative models in one picture (the notebooks' map): data x on the left, the latent z on
+    the right, the networks each family learns drawn as arrows in the direction they run (blue: learned, grey: fixed,
+    no parameters), and, on the right, what each learns, what it trains on, and what one sample costs."""
+    from matplotlib.patches import FancyBboxPatch
+
+    fig = plt.figure(figsize=figsize)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, 8), ylim=(0, figsize[1]))
+    ax.axis("off")
+    learned, fixed = "tab:blue", "0.45"
+    xl, xr, xt = 1.45, 4.05, 4.65  # the data box, the latent box, the descriptions
+
+    def box(x, y, text, w=0.56):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.21), w, 0.42, boxstyle="round,pad=0.04", fc="white",
+                                    ec="k", lw=1.5))
+        ax.text(x, y, text, ha="center", va="center")
+
+    def arrow(x0, x1, y, color, lw=2.0):
+        ax.annotate("", (x1, y), (x0, y), arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, shrinkA=0,
+                                                           shrinkB=0))
+
+    def label(x, y, text, color, above):
+        ax.text(x, y + (0.06 if above else -0.06), text, ha="center", va="bottom" if above else "top", color=color)
+
+    top = figsize[1] - 0.3
+    ax.text(xl, top, "data x", ha="center", va="center", weight="bold")
+    ax.text(xr, top, "latent z", ha="center", va="center", weight="bold")
+    ax.text(xt, top, "learns · trains on · costs", ha="left", va="center", weight="bold")
+    rows = {"GAN": 4.65, "VAE": 3.5, "flow": 2.35, "diffusion": 1.2}
+    texts = {
+        "GAN": "a generator G and a critic D\nG against D (a two-player game)\n1 pass of G",
+        "VAE": "an encoder and a decoder\na bound on log p(x)\n1 pass of the decoder",
+        "flow": "one invertible network f\nthe exact log p(x)\n1 pass of f⁻¹ (f run backwards)",
+        "diffusion": "one denoiser εθ(xₜ, t)\na reweighted bound on log p(x)\nT passes (or fewer)",
+    }
+    for name, y in rows.items():
+        ax.text(0.1, y, name, ha="left", va="center", weight="bold")
+        ax.text(xt, y, texts[name], ha="left", va="center", linespacing=1.35)
+        if name != "GAN":
+            ax.plot([0.1, 7.9], [y + 0.6, y + 0.6], color="0.85", lw=1)
+        box(xl, y, "$x_0$" if name == "diffusion" else "x")
+        box(xr, y, "$x_T$" if name == "diffusion" else "z")
+    a, b = xl + 0.34, xr - 0.34  # where arrows start and end
+    y = rows["GAN"]
+    arrow(b, a, y, learned)
+    label((a + b) / 2, y, "G", learned, above=False)
+    label(xl, y + 0.25, "D(x): real or fake?", learned, above=True)
+    y = rows["VAE"]
+    arrow(a, b, y + 0.1, learned), arrow(b, a, y - 0.1, learned)
+    label((a + b) / 2, y + 0.1, "encoder", learned, above=True)
+    label((a + b) / 2, y - 0.1, "decoder", learned, above=False)
+    y = rows["flow"]
+    arrow(a, b, y + 0.1, learned), arrow(b, a, y - 0.1, learned)
+    label((a + b) / 2, y + 0.1, "f", learned, above=True)
+    label((a + b) / 2, y - 0.1, "f⁻¹", learned, above=False)
+    y = rows["diffusion"]
+    stops = [a, a + (b - a) / 3, a + 2 * (b - a) / 3, b]
+    for s0, s1 in zip(stops[:-1], stops[1:]):
+        arrow(s0 + 0.03, s1 - 0.03, y + 0.1, fixed, lw=1.5), arrow(s1 - 0.03, s0 + 0.03, y - 0.1, learned, lw=1.5)
+    label((a + b) / 2, y + 0.1, "q: add noise", fixed, above=True)
+    label((a + b) / 2, y - 0.1, "pθ: denoise", learned, above=False)
+    ax.text(0.1, 0.08, "Blue: learned networks; grey: fixed, nothing to learn. Sampling runs right to left,\n"
+            "from z to x. In diffusion, z = $x_T$ is Gaussian noise of the same size as x.",
+            ha="left", va="bottom", color="0.3", linespacing=1.35)
+    return fig
+
+
+
 def snr(alphas_cumprod) -> np.ndarray:
     """The signal-to-noise ratio of q(x_t | x_0): alpha_bar_t / (1 - alpha_bar_t)."""
     ab = np.asarray(alphas_cumprod, dtype=np.float64)
@@ -291,6 +362,64 @@ def reverse_step_figure(means, std: float, x_t: float, t: int, jumps: Sequence[i
     return fig
 
 
+def score_shift_figure(means, std: float, x_t: float, t: int, diffusion, weights=None, figsize=(8.0, 3.4)):
+    """Why one reverse step is a Gaussian with a *shifted* mean, for 1-D data x_0 ~ mixture of N(m_k, std^2).
+
+    Left: log q(x_{t-1}) (paper's t; ``diffusion``'s betas) with the window of one step around x_t / sqrt(alpha_t)
+    shaded and the tangent there: over so short a range log q is nearly a straight line. Right, inside that window:
+    the Gaussian of the step alone (x_t's likelihood as a function of x_{t-1}) and the exact q(x_{t-1} | x_t), the
+    same width but shifted by beta_t * d/dx log q_t(x_t) / sqrt(alpha_t) (the score; exact for the mean).
+    """
+    from .reverse_process import gaussian_fit, mixture_pdf, reverse_step_mixture
+
+    means = np.asarray(means, dtype=np.float64).reshape(-1)
+    w = np.full(len(means), 1 / len(means)) if weights is None else np.asarray(weights, np.float64)
+    ab = np.append(1.0, diffusion.alphas_cumprod)  # ab[s]: alpha_bar after s steps (paper's t)
+    alpha = ab[t] / ab[t - 1]
+    beta = 1 - alpha
+
+    def marginal(s):  # q(x_s): the data blurred by s steps of noise, as (weights, means, stds)
+        return w, math.sqrt(ab[s]) * means, np.full(len(means), math.sqrt(ab[s] * std ** 2 + 1 - ab[s]))
+
+    def log_q(x, s):
+        return np.log(mixture_pdf(x, *marginal(s)))
+
+    def score(x, s):  # d/dx log q_s(x)
+        ws, ms, ss = marginal(s)
+        p = ws * np.exp(-0.5 * ((x - ms) / ss) ** 2) / ss
+        return float((p * (ms - x) / ss ** 2).sum() / p.sum())
+
+    centre, width = x_t / math.sqrt(alpha), math.sqrt(beta / alpha)  # the step alone: N(centre, width^2)
+    pw, pm, ps = reverse_step_mixture(x_t, ab[t - 1], ab[t], means, std, w)
+    mean, _ = gaussian_fit(pw, pm, ps)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    grid = np.linspace(means.min() - 1.2, means.max() + 1.2, 600)
+    ax.plot(grid, log_q(grid, t - 1), color="tab:blue", lw=2, label=f"log q($x_{{{t - 1}}}$)")
+    lo, hi = centre - 3 * width, centre + 3 * width
+    ax.axvspan(lo, hi, color="tab:orange", alpha=0.3, label="one step")
+    near = np.linspace(centre - 0.5, centre + 0.5, 2)
+    ax.plot(near, log_q(np.array([centre]), t - 1)[0] + score(centre, t - 1) * (near - centre), ":", color="k",
+            lw=1.5, label="tangent")
+    ax.set(xlabel=f"$x_{{{t - 1}}}$", title="log q: nearly straight over one step")
+    ax.legend(loc="lower center")
+    near = np.linspace(lo, hi, 400)
+    step = np.exp(-0.5 * ((near - centre) / width) ** 2)
+    exact = mixture_pdf(near, pw, pm, ps)
+    ax2.plot(near, step, "--", color="0.4", lw=2, label="the step alone")
+    ax2.plot(near, exact / exact.max(), color="tab:blue", lw=2, label="exact")
+    ax2.axvline(centre, color="0.4", lw=1)
+    ax2.axvline(mean, color="tab:blue", lw=1)
+    ax2.annotate("", (mean, 0.5), (centre, 0.5), arrowprops=dict(arrowstyle="-|>", color="crimson", lw=2,
+                                                                  shrinkA=0, shrinkB=0, mutation_scale=12))
+    ax2.set(xlabel=f"$x_{{{t - 1}}}$", yticks=[], ylim=(0, 1.35), xlim=(lo, hi),
+            title=f"shift {mean - centre:+.4f} = β∇log q / √α")
+    ax2.legend(loc="upper center", ncols=2, handlelength=1.5, columnspacing=1)
+    ax2.xaxis.set_major_locator(plt.MaxNLocator(4))
+    fig.suptitle(f"one step back from $x_{{{t}}}$ = {x_t:g} ($β_{{{t}}}$ = {beta:.2g})")
+    return fig
+
+
+
 def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distances=None, title: str = "",
                       lim: float = 3.0, max_points: int = 2000, figsize=(9.5, 4.0)):
     """One moment of ancestral sampling (DDPM Algorithm 2) in 2-D.
@@ -335,6 +464,45 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def score_field_figure(grid, learned, exact=None, cloud=None, data=None, title: str = "", lim: float = 3.0,
+                       agreement: float | None = None, figsize=(8.0, 4.3)):
+    """The score field grad log p_t(x) of a 2-D model as arrows on a grid, over the data (grey) and the samples at
+    that step (blue): left, the model's (``learned``, e.g. -eps_theta / sqrt(1 - alpha_bar_t)); right, when given,
+    the ``exact`` score, with ``agreement`` (the mean cosine between the two) in its title.
+
+    ``grid`` (N, 2) and the fields (N, 2) come from :func:`ddpm_lite.course.reverse_process.score_field`. The arrows
+    all have one length: they show the direction; the titles give the typical size (the median of |score|).
+    """
+    fields = {"learned": learned} if exact is None else {"learned": learned, "exact": exact}
+    fig, axes = plt.subplots(1, len(fields), figsize=figsize if exact is not None else (4.3, 4.3),
+                             layout="constrained", squeeze=False)
+    grid = np.asarray(grid, dtype=np.float64)
+    spacing = 2 * lim / (math.sqrt(len(grid)) - 1)
+    for ax, (name, field) in zip(axes[0], fields.items()):
+        f = np.asarray(field, dtype=np.float64)
+        size = np.linalg.norm(f, axis=1)
+        direction = f / np.maximum(size, 1e-12)[:, None]
+        if data is not None:
+            d = np.asarray(data)[:2000]
+            ax.scatter(d[:, 0], d[:, 1], s=2, color="0.8", label="data")
+        if cloud is not None:
+            c = np.asarray(cloud)[:1000]
+            ax.scatter(c[:, 0], c[:, 1], s=3, color="tab:blue", alpha=0.6, label="samples at t")
+        ax.quiver(grid[:, 0], grid[:, 1], direction[:, 0], direction[:, 1], color="crimson" if name == "learned"
+                  else "k", angles="xy", scale_units="xy", scale=1 / (0.8 * spacing), width=0.006, pivot="mid")
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+        head = "the model's score" if name == "learned" else "the exact score"
+        if name == "exact" and agreement is not None:
+            head += f": cos {agreement:.2f}"
+        ax.set_title(f"{head}\n|score| ~ {np.median(size):.3g}")
+    if data is not None or cloud is not None:
+        axes[0, 0].legend(loc="lower right", markerscale=4, handlelength=1, borderpad=0.3, handletextpad=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
 
 
 # ======================================================================================================================

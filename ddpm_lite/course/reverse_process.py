@@ -6,6 +6,9 @@
   are a 1-D mixture of Gaussians: it is again a mixture of Gaussians, known exactly. For one small step it is
   almost a single Gaussian (Feller 1949; Sohl-Dickstein et al. 2015), which is why DDPM can model
   p(x_{t-1} | x_t) as a Gaussian; for a large jump it is not (:func:`gaussian_fit_kl` measures by how much).
+- :func:`score_from_eps` and :func:`score_field`: the score view (DDPM section 3.2, eq. 11): a model that predicts
+  eps predicts the score, grad log p(x_t) = -eps / sqrt(1 - alpha_bar_t); :func:`score_agreement` compares two
+  score fields by the mean cosine of their arrows.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import torch
 from ..gaussian_diffusion import GaussianDiffusion
 
 __all__ = ["sample_trajectory", "nearest_distance", "trajectory_distances", "reverse_step_mixture",
-           "mixture_pdf", "gaussian_fit", "gaussian_fit_kl"]
+           "mixture_pdf", "gaussian_fit", "gaussian_fit_kl", "score_from_eps", "score_grid", "score_field",
+           "score_agreement"]
 
 
 @torch.no_grad()
@@ -105,3 +109,36 @@ def gaussian_fit_kl(weights, means, stds, num: int = 4001) -> float:
     integrand = np.zeros_like(p)
     integrand[mask] = p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], 1e-300)))
     return float(max(np.trapezoid(integrand, grid) if hasattr(np, "trapezoid") else np.trapz(integrand, grid), 0.0))
+
+
+def score_from_eps(eps: torch.Tensor, diffusion: GaussianDiffusion, t) -> torch.Tensor:
+    """The score grad log p(x_t) that an eps-prediction stands for: -eps / sqrt(1 - alpha_bar_t) (DDPM section 3.2;
+    exact for the optimal eps, which is E[eps | x_t]). ``t``: code timesteps, one per example or one number."""
+    ab = torch.as_tensor(diffusion.alphas_cumprod, dtype=torch.float64)[torch.as_tensor(t)]
+    sigma = (1 - ab).sqrt().to(eps.dtype).to(eps.device)
+    return -eps / sigma.reshape(-1, *[1] * (eps.ndim - 1)) if sigma.ndim else -eps / sigma
+
+
+def score_grid(lim: float = 3.0, n: int = 15) -> torch.Tensor:
+    """An n x n grid of 2-D points on [-lim, lim]^2, row by row: (n * n, 2) float32."""
+    axis = torch.linspace(-lim, lim, n)
+    xs, ys = torch.meshgrid(axis, axis, indexing="xy")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def score_field(model, diffusion: GaussianDiffusion, t: int, points: torch.Tensor) -> torch.Tensor:
+    """The score -eps_theta(x, t) / sqrt(1 - alpha_bar_t) of an eps-prediction ``model`` at ``points`` (N, D) and
+    code timestep ``t``: (N, D)."""
+    tt = torch.full((len(points),), int(t), dtype=torch.long)
+    return score_from_eps(model(points.float(), tt).float(), diffusion, int(t))
+
+
+def score_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean cosine between two score fields (N, D) at the same points: 1 when every arrow points the same way.
+    Points where either arrow has (almost) no length, like the centre of a symmetric mixture, have no direction and
+    are left out."""
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    keep = (na > 1e-6 * na.median()) & (nb > 1e-6 * nb.median())
+    return torch.nn.functional.cosine_similarity(a[keep], b[keep], dim=1).mean().item()

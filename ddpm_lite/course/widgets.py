@@ -21,6 +21,7 @@ The module reads in the order of the notebooks, after the machinery every widget
     ``FigureWidget``, ``InvalidValue``  the base class: controls -> figure -> PNG; the checked controls
 01  ``ForwardNoisingExplorer``          q(x_t | x_0) on a digit, a photo and 2-D points, beside the SNR curve
 02  ``SamplingTrajectoryExplorer``      ancestral sampling in 2-D, step by step
+02  ``ScoreFieldExplorer``              the score a 2-D eps-model stands for, as arrows, against the exact one
 04  ``VarianceExplorer``                Sigma_t between beta-tilde_t and beta_t (Improved DDPM eq. 15)
 05  ``ScheduleExplorer``                linear against cosine: alpha-bar_t and the images along the chain
 06  ``LiveLossPlot``                    loss curves that redraw while training runs
@@ -45,7 +46,8 @@ from ..data import load_dataset, toy_2d
 from ..gaussian_diffusion import GaussianDiffusion
 from . import plotting
 
-__all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTrajectoryExplorer", "VarianceExplorer",
+__all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTrajectoryExplorer", "ScoreFieldExplorer",
+           "VarianceExplorer",
            "ScheduleExplorer", "LiveLossPlot", "UNetExplorer", "TrainingMonitor", "GuidanceExplorer", "FIDExplorer",
            "FastSamplingExplorer", "WaveformNoisingExplorer"]
 
@@ -253,6 +255,60 @@ class SamplingTrajectoryExplorer(FigureWidget):
         return plotting.trajectory_figure(self.trajectories[name], self.step.value, self.data.get(name),
                                           n_paths=self.n_paths, distances=self.distances.get(name), title=name,
                                           lim=self.lim)
+
+
+class ScoreFieldExplorer(FigureWidget):
+    """The score view of a 2-D model (DDPM section 3.2): the arrows of grad log p_t(x) = -eps_theta(x, t) /
+    sqrt(1 - alpha_bar_t) on a grid, over the data and the samples at that step, beside the exact score when it is
+    known (e.g. :meth:`ddpm_lite.course.analytic.GaussianMixture.eps_model`).
+
+    ``models``: {name: eps-model(x, t)} on ``diffusion``'s timesteps; ``exact``: {name: eps-model} (optional, same
+    names); ``trajectories``: {name: (T + 1, N, 2)} from
+    :func:`~ddpm_lite.course.reverse_process.sample_trajectory` (optional: the cloud drawn at code step t is the
+    one the model sees there, entry T - 1 - t); ``data``: {name: points} drawn in grey. Controls: ``t`` (IntSlider
+    over the code's timesteps 0..T-1, the paper's t + 1) and ``model`` (Dropdown over the names). ``agreement``
+    holds the mean cosine between the model's and the exact arrows on the grid (None without an exact score).
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, models, exact=None, trajectories=None, data=None, t: int = 100,
+                 name: str | None = None, lim: float = 3.0, n_grid: int = 15):
+        from .reverse_process import score_grid
+
+        if not models:
+            raise ValueError("no models to show")
+        self.diffusion = diffusion
+        self.models = dict(models)
+        self.exact = dict(exact or {})
+        self.trajectories = {k: torch.as_tensor(v).detach().float().cpu() for k, v in (trajectories or {}).items()}
+        self.data = dict(data or {})
+        self.lim = lim
+        self.grid = score_grid(lim, n_grid)
+        self.agreement = None
+        T = diffusion.num_timesteps
+        self.t = self._slider("t", t, 0, T - 1, step=1, description="code t", continuous_update=False,
+                              layout=W.Layout(width="420px"))
+        self.model = self._choice("model", list(self.models), name if name is not None else next(iter(self.models)),
+                                  description="model")
+        super().__init__([self.t, self.model])
+
+    def cloud(self):
+        """The samples on show: the trajectory's state that the model sees at code step t (None without one)."""
+        traj = self.trajectories.get(self.model.value)
+        if traj is None:
+            return None
+        return traj[max(len(traj) - 2 - self.t.value, 0)]
+
+    def figure(self):
+        from .reverse_process import score_agreement, score_field
+
+        name, t = self.model.value, self.t.value
+        learned = score_field(self.models[name], self.diffusion, t, self.grid)
+        exact = score_field(self.exact[name], self.diffusion, t, self.grid) if name in self.exact else None
+        self.agreement = score_agreement(learned, exact) if exact is not None else None
+        sigma = math.sqrt(1 - float(self.diffusion.alphas_cumprod[t]))
+        title = f"{name}: t = {t + 1} (code t = {t}), noise σ = {sigma:.3f}"
+        return plotting.score_field_figure(self.grid, learned, exact, self.cloud(), self.data.get(name), title=title,
+                                           lim=self.lim, agreement=self.agreement)
 
 
 # ======================================================================================================================
