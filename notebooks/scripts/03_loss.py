@@ -15,7 +15,7 @@
 # apart (DDPM, Ho et al. 2020, eq. 5), measures every one of its terms for a model whose answer we know exactly, and
 # arrives at the loss everybody actually uses: predict the noise, squared error (eq. 14).
 #
-# *About 20 minutes.* Two exercises; each checks itself when you run it, and "Run all" works even before you
+# *About 25 minutes.* Three exercises; each checks itself when you run it, and "Run all" works even before you
 # solve them.
 
 # %% tags=["colab-setup"]
@@ -36,7 +36,7 @@ import torch
 
 from ddpm_lite import GaussianDiffusion, get_betas
 from ddpm_lite.course import plotting
-from ddpm_lite.course.exercises import check_normal_kl, check_simple_loss
+from ddpm_lite.course.exercises import check_decoder_nll_bits, check_normal_kl, check_simple_loss, hint  # noqa: F401
 from ddpm_lite.data import load_dataset
 from ddpm_lite.losses import mean_flat
 from ddpm_lite.runtime import default_device, fast_mode, pick
@@ -128,7 +128,8 @@ print(f"{len(test)} test digits; the 5 largest variances of the fit: {lam[-5:].n
 # %% [markdown]
 # ### Checking one term by hand, with your `normal_kl`
 #
-# Take $t = 100$: draw $x_t$, compute the true posterior and the model's step, and their KL. For two Gaussians
+# Take code $t = 100$ (the paper's step from $x_{101}$ back to $x_{100}$, the term $L_{100}$): draw $x_t$, compute the
+# true posterior and the model's step, and their KL. For two Gaussians
 # with the *same* variance only the means differ, and eqs. 8–12 of the paper turn the KL into a weighted squared
 # error on the noise:
 #
@@ -150,6 +151,52 @@ weight = plotting.vlb_weight(diffusion)[100]  # beta^2 / (2 sigma^2 alpha (1 - a
 eq12 = weight * mean_flat((noise - eps_hat) ** 2) / LN2
 print(f"L_t at t = 100: {L_t.mean():.5f} bits/dim by the KL, {eq12.mean():.5f} by eq. 12 (weight {weight:.3g})")
 assert torch.allclose(L_t, eq12, rtol=1e-4)
+
+# %% [markdown]
+# ### Exercise 2: the last term, the decoder $L_0$, in bits per dimension
+#
+# $L_0 = -\log p_\theta(x_0 \mid x_1)$ is not a KL: $x_0$ is an image of 8-bit pixels, and DDPM ends the chain with
+# a **discrete decoder** (section 3.3, eq. 13). The 256 pixel values, scaled to $[-1, 1]$, are $2/255$ apart; the
+# probability of a value $x$ is the mass of the Gaussian $\mathcal{N}(\mu_\theta(x_1, 1), \sigma_1^2)$ over its
+# bin, from $x - 1/255$ to $x + 1/255$, except that the bin of $-1$ reaches down to $-\infty$ and the bin of $+1$ up
+# to $+\infty$, so that the 256 probabilities add up to 1. The pixels are independent given $x_1$, so $L_0$ is the
+# sum of their $-\log$ probabilities. Papers report it **per dimension and in bits**: divided by the number of
+# dimensions $D$ and by $\ln 2$.
+#
+# Write `decoder_nll_bits(x0, mean, log_scale)`: `x0`, `mean` and `log_scale` (the log of the standard deviation)
+# share a shape `(B, ...)`; return $L_0$ in bits/dim, one value per example, shape `(B,)`. The standard normal CDF
+# is $\Phi(z) = \frac12\big(1 + \mathrm{erf}(z/\sqrt2)\big)$ (`torch.special.ndtr`); keep a probability of 0
+# out of the log with `.clamp(min=1e-12)`. (The package uses a tanh approximation of $\Phi$; the check accepts
+# either.)
+
+# %% tags=["exercise"]
+def decoder_nll_bits(x0, mean, log_scale):
+    """L_0 = -log p(x0 | x_1) of the discretised Gaussian decoder (DDPM eq. 13), in bits/dim, per example."""
+    ### BEGIN SOLUTION hint: each value's bin runs from x0 - 1/255 to x0 + 1/255 (to -inf / +inf at -1 / +1); P(bin) from the CDF
+    scale = log_scale.exp()
+    upper = torch.special.ndtr((x0 - mean + 1 / 255) / scale)
+    lower = torch.special.ndtr((x0 - mean - 1 / 255) / scale)
+    p = torch.where(x0 < -0.999, upper, torch.where(x0 > 0.999, 1 - lower, upper - lower))
+    return -mean_flat(torch.log(p.clamp(min=1e-12))) / math.log(2)
+    ### END SOLUTION
+
+
+decoder_nll_bits = check_decoder_nll_bits(decoder_nll_bits)
+
+# %% [markdown]
+# Your decoder on the Gaussian model's last step, for the test digits, against the package's (a diffusion with
+# `loss_type="kl"` returns the bound's term at each example's $t$: at $t = 0$, $L_0$):
+
+# %%
+t0 = torch.zeros(len(test), dtype=torch.long)  # code t = 0 is the paper's last step, x_1 -> x_0
+noise = torch.randn_like(test)
+step0 = diffusion.p_mean_variance(x0_model, diffusion.q_sample(test, t0, noise), t0, clip_denoised=False)
+L_0 = torch.as_tensor(decoder_nll_bits(test, step0["mean"], 0.5 * step0["log_variance"])).double()
+kl_terms = GaussianDiffusion(diffusion.betas, "x0", "fixed_small", loss_type="kl")
+package_L0 = kl_terms.training_losses(x0_model, test, t0, noise)["loss"].double()
+print(f"L_0 = {L_0.mean():.3f} bits/dim with your decoder, {package_L0.mean():.3f} with the package's "
+      f"(sigma_1 = {step0['log_variance'][0].exp().sqrt().max():.4f}, a bin is 2/255 = {2 / 255:.4f} wide)")
+assert torch.allclose(L_0.mean(), package_L0.mean(), rtol=1e-2)
 
 # %% [markdown]
 # ## 3. All the terms of the bound
@@ -182,22 +229,24 @@ plt.show()
 # ## 4. From the bound to the simple loss
 #
 # With the noise parameterisation (eq. 11) every $L_{t-1}$ is the weighted error of eq. 12. DDPM found that
-# training works better with **the weights dropped** (eq. 14):
+# **dropping the weights** (eq. 14) gives better samples:
 #
 # $$L_\text{simple} = \mathbb{E}_{t, x_0, \epsilon}\Big[\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}x_0
 #   + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\|^2\Big],\qquad t \sim \mathrm{Uniform}\{1, \dots, T\}.$$
 #
-# The weight of eq. 12 (plot below) is largest for the first steps and 50–100 times smaller over most of the chain.
+# The weight of eq. 12 (plot below) is largest for the first steps and 60 to 120 times smaller from $t = 100$ on.
 # Dropping it gives every step the same weight: relative to the bound, the simple loss moves the network's effort
-# away from the nearly clean first steps to the noisier, harder ones (DDPM section 3.4). That gives better samples
-# but no longer optimises the likelihood; Improved DDPM (section 3) comes back to this.
+# away from the nearly clean first steps to the noisier, harder ones (DDPM section 3.4). That is better for **sample
+# quality**, not for the bound: on CIFAR-10 (DDPM Table 1), $L_\text{simple}$ gives FID 3.17 with NLL $\le$ 3.75
+# bits/dim, the true bound (with a fixed isotropic $\Sigma$) FID 13.51 with a better NLL $\le$ 3.70. Improved DDPM
+# (section 3) comes back to the likelihood.
 
 # %%
 fig = plotting.vlb_weights(diffusion)
 plt.show()
 
 # %% [markdown]
-# ### Exercise 2: the simple loss
+# ### Exercise 3: the simple loss
 #
 # `model(x_t, t)` predicts the noise. Return **one loss per example**, shape `(B,)`: the squared error averaged
 # over every dimension but the batch (`mean_flat`). Use the `noise` you are given (it is what made `x_t`), and
@@ -234,7 +283,7 @@ assert torch.allclose(loss, eps_diffusion.training_losses(eps_model, test, t, no
 print(f"L_simple of the Gaussian model: {loss.mean():.3f} (a model that always predicts 0 scores 1)")
 
 # %% [markdown]
-# Where does each loss put its weight? For each step $t$, the share of the total that comes from $t$: the bound
+# Where does each loss put its weight? For each term $L_t$, the share of the total that comes from it: the bound
 # ($\lambda_t$ times the noise error) against the simple loss (the noise error `mse` alone), for our Gaussian model.
 
 # %%
@@ -243,10 +292,52 @@ share_simple = out["mse"][:, 1:].mean(0) / out["mse"][:, 1:].mean(0).sum()
 fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
 ax.plot(np.arange(1, T), share_vb.numpy(), label="the bound: weights of eq. 12")
 ax.plot(np.arange(1, T), share_simple.numpy(), label="L_simple: weight 1")
-ax.set(yscale="log", xlabel="t", ylabel="share of the loss from step t")
+ax.set(yscale="log", xlabel="t (the term L_t)", ylabel="share of the loss from L_t")
 ax.legend()
 plt.show()
-print(f"steps t < 100 hold {share_vb[:99].sum():.0%} of L_vlb but {share_simple[:99].sum():.0%} of L_simple")
+print(f"the terms L_1 ... L_99 hold {share_vb[:99].sum():.0%} of L_vlb but {share_simple[:99].sum():.0%} of "
+      "L_simple")
+
+# %% [markdown]
+# ## 5. Why predict $\epsilon$?
+#
+# The network could predict $x_0$, the posterior mean $\tilde\mu_t$, or the noise $\epsilon$: each gives the others
+# through eq. 4 and eq. 7. Three reasons to choose $\epsilon$:
+#
+# 1. **$\epsilon$ is the score, scaled.** $\epsilon_\theta(x_t, t) \approx -\sqrt{1-\bar\alpha_t}\,\nabla\log
+#    q(x_t)$ (DDPM section 3.2; notebook **02 · The score view**): the noise prediction is the direction in which
+#    the noised data get more likely, and $L_\text{simple}$ is denoising score matching at every noise level.
+# 2. **A unit-variance target at every $t$.** Below, the variance per pixel of each possible target over the test
+#    digits, at every $t$. $\epsilon$ has variance 1 everywhere. $\tilde\mu_t$ is mostly $x_t/\sqrt{\alpha_t}$,
+#    which the network already has as its input: the part it would have to learn, $\tilde\mu_t -
+#    x_t/\sqrt{\alpha_t} = -\frac{\beta_t}{\sqrt{\alpha_t}\sqrt{1-\bar\alpha_t}}\,\epsilon$, is the same noise
+#    scaled down to a variance between $4 \cdot 10^{-5}$ and $4 \cdot 10^{-4}$. Predicting $\tilde\mu_t$ means copying the input to four decimal
+#    places and adding a tiny correction; predicting $\epsilon$ learns that correction at unit scale.
+# 3. **It worked best** in DDPM's ablation (Table 2, CIFAR-10): with the true bound and fixed variances, predicting
+#    $\epsilon$ was about as good as predicting $\tilde\mu_t$, and with $L_\text{simple}$ it was much better;
+#    learning a diagonal $\Sigma$ with the bound was unstable (notebook 04 learns it another way).
+
+# %%
+ts = np.unique(np.geomspace(1, T, 40).astype(int)) - 1  # code t, spread over the chain on a log scale
+g = torch.Generator().manual_seed(1)
+variances = {"ε": [], "x₀": [], "μ̃ₜ": [], "μ̃ₜ − xₜ/√αₜ": []}
+for t_code in ts:
+    t = torch.full((len(test),), int(t_code))
+    eps = torch.randn(test.shape, generator=g, dtype=torch.float64)
+    x_t = diffusion.q_sample(test, t, eps)
+    mu_tilde = diffusion.q_posterior_mean_variance(test, x_t, t)[0]
+    for name, target in zip(variances, [eps, test, mu_tilde, mu_tilde - x_t / np.sqrt(1 - diffusion.betas[t_code])]):
+        variances[name].append(target.var(0).mean().item())  # over the test digits, per pixel, averaged
+fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+for name, v in variances.items():
+    ax.plot(ts + 1, v, lw=2, label=name)
+ax.set(xscale="log", yscale="log", xlabel="t", ylabel="variance per pixel",
+       title="each target's variance over the test digits")
+ax.legend(ncols=2)
+plt.show()
+small = variances["μ̃ₜ − xₜ/√αₜ"]
+print(f"variance of eps: {min(variances['ε']):.2f} to {max(variances['ε']):.2f}; of the part of mu~ that x_t does "
+      f"not give: {min(small):.1e} to {max(small):.1e}")
 
 # %% [markdown]
 # ## What to remember
