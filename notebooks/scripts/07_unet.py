@@ -18,7 +18,7 @@
 # arrived at the **ADM** U-Net that this package implements. This notebook takes it apart, piece by piece, and
 # trains one.
 #
-# *About 20 minutes.* One exercise; it checks itself when you run it, and "Run all" works before you solve it.
+# *About 25 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
 # %% tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
@@ -30,21 +30,25 @@ if "google.colab" in sys.modules:
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
 # %%
+import dataclasses
 import math
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 from IPython.display import display
+from torch.utils.flop_counter import FlopCounterMode
 
+from ddpm_lite import respace
 from ddpm_lite.configs import ExperimentConfig
 from ddpm_lite.course import plotting
-from ddpm_lite.course.exercises import check_timestep_embedding
+from ddpm_lite.course.exercises import check_res_block_forward, check_timestep_embedding, hint  # noqa: F401
 from ddpm_lite.course.widgets import TrainingMonitor, UNetExplorer
 from ddpm_lite.data import DatasetNotFoundError, load_dataset
 from ddpm_lite.images import make_grid
-from ddpm_lite.models import ResBlock, count_parameters
+from ddpm_lite.models import ResBlock, UNetModel, count_parameters
 from ddpm_lite.models import timestep_embedding as package_timestep_embedding
 from ddpm_lite.models.summary import unet_summary
 from ddpm_lite.models.unet import merge_heads, split_heads
@@ -70,14 +74,16 @@ _ = torch.manual_seed(0)
 # \qquad \mathrm{emb}(t) = \big[\cos(t\,\omega_0), \dots, \cos(t\,\omega_{h-1}),\ \sin(t\,\omega_0), \dots,
 # \sin(t\,\omega_{h-1})\big].$$
 #
-# The fastest component turns once every $2\pi$ steps, the slowest once every `max_period` (10000) steps, so every
-# $t$ gets its own pattern, and nearby $t$ similar ones. A small MLP (`Linear`, SiLU, `Linear`) then maps it to a
-# vector of $4 \times$ `model_channels` that every residual block receives.
+# Component $i$ turns once every $2\pi / \omega_i$ steps: the fastest ($\omega_0 = 1$) every $2\pi \approx 6.3$
+# steps, the slowest every $2\pi \cdot \text{max\_period}^{(h-1)/h}$ steps, a little less than
+# $2\pi \cdot$ `max_period` (the cell after the exercise prints it for the sizes used here). That is far longer than
+# the chain, so every $t$ gets its own pattern, and nearby $t$ similar ones. A small MLP (`Linear`, SiLU,
+# `Linear`) then maps it to a vector of $4 \times$ `model_channels` that every residual block receives.
 #
-# ### Exercise: `timestep_embedding`
+# ### Exercise 1: `timestep_embedding`
 #
-# `t` has shape `(B,)` (integers, or fractions: respaced samplers pass non-integer steps); return `(B, dim)`: all
-# the cosines, then all the sines, in float32. When `dim` is odd, add one column of zeros at the end.
+# `t` has shape `(B,)` (integers; the formula works for fractions too); return `(B, dim)`: all the cosines, then all
+# the sines, in float32. When `dim` is odd, add one column of zeros at the end.
 
 # %% tags=["exercise"]
 def timestep_embedding(t, dim, max_period=10000):
@@ -104,8 +110,25 @@ timestep_embedding = check_timestep_embedding(timestep_embedding)
 ts = torch.arange(1000)
 emb = timestep_embedding(ts, 64)
 assert torch.allclose(emb, package_timestep_embedding(ts, 64), atol=1e-4)  # yours is the package's
+for dim in (32, 64):  # 32: the digits U-Net (model_channels); 64: the figure
+    h = dim // 2
+    print(f"dim {dim}: periods from 2π = {2 * math.pi:.2f} steps to 2π · 10000^({h - 1}/{h}) = "
+          f"{2 * math.pi * 10000 ** ((h - 1) / h):,.0f} steps")
 fig = plotting.timestep_embedding_figure(emb)
 plt.show()
+
+# %% [markdown]
+# Which $t$ does the network see on a shorter chain? `respace` (notebook 10) keeps a subset of the steps and calls
+# the model at the **original** integer timesteps, `timestep_map[i]` (a `torch.long` tensor), so this package never
+# feeds it fractions. Fractions do occur in the reference code: improved-diffusion's `rescale_timesteps=True` scales
+# every timestep to $t \cdot 1000 / T$, which for $T = 4000$ gives steps like 0.25; the sinusoids take them as they
+# are.
+
+# %%
+_, digits_diffusion, _ = load_pretrained("digits")
+chain = respace(digits_diffusion, 10)
+print(f"the 10-step chain calls the model at t = {chain.timestep_map.tolist()} ({chain.timestep_map.dtype})")
+assert chain.timestep_map.dtype == torch.long
 
 # %% [markdown]
 # ## 2. The residual block, and adaptive group normalization
@@ -121,8 +144,9 @@ plt.show()
 #
 # $$\mathrm{AdaGN}(h, e) = (1 + y_s)\,\mathrm{GroupNorm}(h) + y_b,\qquad [y_s, y_b] = \mathrm{Linear}(e).$$
 #
-# ADM found it better than adding the embedding to $h$ (DDPM's way; `use_scale_shift_norm=False`). The last conv of
-# every block starts at zero, so an untrained block is the identity and a deep stack starts as a shallow one:
+# ADM found it better than adding the embedding to $h$ (DDPM's way; `use_scale_shift_norm=False`; ADM Table 3).
+# The last conv of every block starts at zero, so an untrained block is the identity and a deep stack starts as a
+# shallow one:
 
 # %%
 block = ResBlock(channels=32, emb_channels=128, out_channels=32)
@@ -143,13 +167,60 @@ first = model.input_blocks[1][0]  # the first residual block (8x8, 32 channels)
 with torch.no_grad():
     e = F.silu(model.embed_time(ts.to(device)))  # the embedding every block receives
     scale, shift = first.emb_proj(e).chunk(2, dim=1)
-fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3), layout="constrained")
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 3.4), layout="constrained")
 for c in range(6):
     ax.plot(ts, 1 + scale[:, c].cpu(), label=f"channel {c}")
     ax2.plot(ts, shift[:, c].cpu())
 ax.set(xlabel="t", title="scale 1 + y_s"), ax2.set(xlabel="t", title="shift y_b")
-ax.legend(fontsize=7, ncol=2)
+fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3)
 plt.show()
+
+# %% [markdown]
+# ### Exercise 2: the residual block, `res_block_forward`
+#
+# Write the block's forward pass with the block's own layers: `block.in_norm`, `block.in_conv`, `block.emb_proj`
+# (the `Linear` that gives $[y_s, y_b]$, the scale first), `block.out_norm`, `block.dropout`, `block.out_conv`,
+# `block.skip` (the identity, or a 1×1 conv when the block changes the width) and `block.resample` (the identity,
+# or the 2× up- or downsampling of the BigGAN-style blocks: applied to $h$ just before the first conv, and to $x$
+# on the skip path). `x` is `(B, C, H, W)`; `emb` is the embedding `(B, E)` every block receives, already through a
+# SiLU. The check runs your function on blocks with random weights, their last conv included (it is zero in a
+# fresh block, which would hide most mistakes); then the shipped model runs with your block in every place.
+
+# %% tags=["exercise"]
+def res_block_forward(block, x, emb):
+    """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
+    ### BEGIN SOLUTION hint: y_s, y_b = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1); GroupNorm first, then scale and shift
+    h = block.in_conv(block.resample(F.silu(block.in_norm(x))))
+    scale, shift = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)
+    h = block.out_norm(h) * (1 + scale) + shift
+    h = block.out_conv(block.dropout(F.silu(h)))
+    return block.skip(block.resample(x)) + h
+    ### END SOLUTION
+
+
+res_block_forward = check_res_block_forward(res_block_forward)
+
+# %% [markdown]
+# The shipped model with **your** block in place of each of its residual blocks (their `forward` replaced for the
+# length of this cell), against the model as it ships, on noisy test digits:
+
+# %%
+blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+noisy_digits = load_dataset("digits", "test").images[:8].to(device)
+t_blocks = torch.tensor([0, 10, 50, 100, 300, 500, 800, 999], device=device)
+noisy_digits = diffusion.q_sample(noisy_digits, t_blocks, torch.randn_like(noisy_digits))
+with torch.no_grad():
+    shipped = model(noisy_digits, t_blocks)
+    for b in blocks:
+        b.forward = lambda x, emb, b=b: res_block_forward(b, x, emb)
+    try:
+        yours = model(noisy_digits, t_blocks)
+    finally:
+        for b in blocks:
+            del b.forward
+print(f"your block in all {len(blocks)} residual blocks: largest difference from the shipped model's output "
+      f"{(yours - shipped).abs().max():.1e}")
+assert torch.allclose(yours, shipped, atol=1e-4)
 
 # %% [markdown]
 # ## 3. Attention: every pixel looks at every other
@@ -182,13 +253,14 @@ with torch.no_grad():
 assert torch.allclose(x + h.transpose(1, 2).reshape(x.shape), seen["out"], atol=1e-4)
 print(f"{attn.num_heads} heads of {q.shape[-1]} channels; each of the 16 pixels attends to all 16")
 
-fig, axes = plt.subplots(1, 1 + attn.num_heads, figsize=(2.6 * (1 + attn.num_heads), 2.6), layout="constrained")
+fig, axes = plt.subplots(1, 1 + attn.num_heads, figsize=(min(8, 2.2 * (1 + attn.num_heads)), 2.8),
+                         layout="constrained")
 axes[0].imshow(plotting.to_display(digit[0].cpu()), cmap="gray")
 axes[0].set_title("the clean digit")
 for head, ax in enumerate(axes[1:]):
     ax.imshow(weights[0, head, 5].reshape(4, 4).cpu(), cmap="magma")
     ax.plot(1, 1, "c+", ms=14, mew=2)  # query pixel 5 = row 1, column 1
-    ax.set_title(f"head {head}: weights of pixel (1, 1)", fontsize=9)
+    ax.set_title(f"head {head}: weights\nof pixel (1, 1)")
 for ax in axes:
     ax.set_xticks([]), ax.set_yticks([])
 plt.show()
@@ -232,6 +304,58 @@ print(explorer.titles[0])
 assert explorer.image.value != before and explorer.total > 2e8  # ADM ImageNet 64x64: ~300M parameters
 assert explorer.rows[-1].out_shape == (1, 6, 64, 64)  # RGB noise + RGB variance
 explorer.preset.value = "digits8"
+
+# %% [markdown]
+# ### ADM's choices, and what depth costs
+#
+# Section 3 of "Diffusion Models Beat GANs" ablates this U-Net on ImageNet (Table 1: FID after 700K and 1200K
+# training iterations; Table 2: attention heads; Table 3: AdaGN) and keeps:
+#
+# - **width over depth**: more residual blocks per resolution improved FID but made training slower, so the
+#   authors did *not* adopt it; the architecture they carry forward has **2 residual blocks per resolution** and a
+#   **variable width** (`model_channels × channel_mult[level]`). (The later, per-dataset models differ: the
+#   explorer's ImageNet 64×64 preset has 3 blocks per level.)
+# - **attention at 32, 16 and 8 pixels** with a fixed **64 channels per head** (Table 2), rather than a fixed
+#   number of heads;
+# - **BigGAN residual blocks** for down- and upsampling (`resblock_updown=True`);
+# - **AdaGN** (section 2 above; Table 3).
+#
+# What one more residual block per level costs, measured on the digits U-Net: parameters, arithmetic per image
+# (counted by PyTorch's `FlopCounterMode`: 2 FLOPs per multiply-add of the convolutions, linear layers and attention
+# products) and the time of one call on 64 digits on this device; beside it, the same network made wider instead.
+
+# %%
+variants = {"shipped: 1 block per level, 32 ch": config.model,
+            "deeper: 2 blocks per level, 32 ch": dataclasses.replace(config.model, num_res_blocks=2),
+            "wider: 1 block per level, 48 ch": dataclasses.replace(config.model, model_channels=48)}
+x, t = torch.randn(64, 1, 8, 8, device=device), torch.randint(0, 1000, (64,), device=device)
+costs = {}
+print(f"{'':36s}{'res blocks':>11s}{'parameters':>12s}{'MFLOP/image':>13s}{'ms per call':>13s}")
+for name, cfg in variants.items():
+    net = UNetModel(cfg).to(device).eval()
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            net(x, t)
+        times = []
+        for _ in range(pick(5, 2)):
+            start = time.perf_counter()
+            net(x, t)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    blocks = sum(isinstance(m, ResBlock) for m in net.modules())
+    costs[name] = (count_parameters(net), counter.get_total_flops() / 64)
+    print(f"{name:36s}{blocks:>11d}{costs[name][0]:>12,d}{costs[name][1] / 1e6:>13.1f}"
+          f"{1000 * float(np.median(times)):>13.1f}")
+(p1, f1), (p2, f2) = costs["shipped: 1 block per level, 32 ch"], costs["deeper: 2 blocks per level, 32 ch"]
+print(f"one more block per level: {p2 / p1 - 1:+.0%} parameters, {f2 / f1 - 1:+.0%} FLOPs per image")
+assert p2 > p1 and f2 > f1
+
+# %% [markdown]
+# On the digits U-Net a second block per level adds about 40% to both the parameters and the FLOPs, and widening
+# from 32 to 48 channels more than doubles both. Both cost compute; ADM's question was which buys more FID per
+# hour of training on ImageNet, and its answer (width, 2 blocks per level) is a measurement at that scale, not
+# one we repeat here. The digits presets keep one block per level, which keeps CPU training short.
 
 # %% [markdown]
 # ## 5. Train one
@@ -285,7 +409,8 @@ assert monitor.renders > 1 and monitor.samples is not None  # the live view was 
 # - Adaptive GroupNorm, $(1 + y_s)\,\mathrm{GN}(h) + y_b$, lets the embedding (time, class) rescale and shift every
 #   channel: one network, a different behaviour at every noise level.
 # - Attention at low resolutions connects distant pixels; the U's skip connections carry fine detail across.
-# - ADM's choices (Dhariwal & Nichol 2021, section 3): depth over width, more heads (64 channels each), attention
-#   at 32, 16 and 8 pixels, BigGAN up/downsampling blocks, AdaGN.
+# - ADM's choices (Dhariwal & Nichol 2021, section 3, Tables 1-3): depth helped but trained slower, so not
+#   adopted: 2 residual blocks per resolution with variable width; 64 channels per attention head; attention at
+#   32, 16 and 8 pixels; BigGAN up/downsampling blocks; AdaGN.
 #
 # Next: steering this model towards a chosen class with a classifier (notebook 08).

@@ -13,8 +13,9 @@
 #
 # Every table of "Diffusion Models Beat GANs" ranks models by **FID**, the Fréchet Inception Distance (Heusel et al.
 # 2017): embed real and generated images with a fixed network, fit a Gaussian to each set of embeddings, and measure
-# the distance between the two Gaussians. Lower is better; 0 means the two feature distributions have the same mean
-# and covariance. This notebook builds FID from its parts, then watches it respond to damage we control.
+# how far apart the two Gaussians are (the *squared* Fréchet distance). Lower is better; 0 means the two feature
+# distributions have the same mean and covariance. This notebook builds FID from its parts, then watches it respond
+# to damage we control.
 #
 # *About 20 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
@@ -34,8 +35,8 @@ import scipy.linalg
 import torch
 
 from ddpm_lite.course import plotting
-from ddpm_lite.course.evaluate import add_noise
-from ddpm_lite.course.exercises import check_frechet_distance, check_frechet_distance_diag
+from ddpm_lite.course.evaluate import add_noise, degrade
+from ddpm_lite.course.exercises import check_frechet_distance, check_frechet_distance_diag, hint  # noqa: F401 - hint() on request
 from ddpm_lite.course.widgets import FIDExplorer
 from ddpm_lite.data import load_dataset
 from ddpm_lite.metrics import (
@@ -82,18 +83,27 @@ print(f"features: train {train_features.shape}, test {test_features.shape}; "
       f"the network classifies {note['test_accuracy']:.1%} of the test digits right")
 
 # %% [markdown]
+# **One reference set.** FID compares a set of images with a *reference* set of real ones. In this course the
+# reference is always the **360 held-out test digits**. No network of the course trained on them (the diffusion
+# models, the classifier of notebook 08 and this feature network all trained on the 1,437 training digits), so they
+# stand for new digits from the data's distribution, as a test set does in supervised learning. Real training
+# digits, spoiled digits and model samples are all measured against them, and section 4 shows why a FID is only
+# comparable with FIDs against the same reference, of as many samples.
+
+# %% [markdown]
 # ## 2. Two Gaussians and the distance between them
 #
 # Fit a Gaussian to each set: means $\mu_1, \mu_2$ and covariances $\Sigma_1, \Sigma_2$ of the features. FID is the
-# Fréchet (2-Wasserstein) distance between $\mathcal{N}(\mu_1, \Sigma_1)$ and $\mathcal{N}(\mu_2, \Sigma_2)$, which
-# has a closed form (Dowson & Landau 1982):
+# **squared** Fréchet (2-Wasserstein) distance $d^2$ between $\mathcal{N}(\mu_1, \Sigma_1)$ and
+# $\mathcal{N}(\mu_2, \Sigma_2)$ (Heusel et al. 2017), which has a closed form (Dowson & Landau 1982):
 #
 # $$\mathrm{FID} = \lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}\Big(\Sigma_1 + \Sigma_2
 #   - 2\,\big(\Sigma_1 \Sigma_2\big)^{1/2}\Big).$$
 #
-# In one dimension it is $(\mu_1 - \mu_2)^2 + (\sigma_1 - \sigma_2)^2$: the distance between the means plus the
-# distance between the spreads. **With diagonal covariances** every dimension is such a 1-D problem, and the
-# distance is the sum over dimensions:
+# In one dimension it is $(\mu_1 - \mu_2)^2 + (\sigma_1 - \sigma_2)^2$: the squared distance between the means
+# plus the squared difference of the spreads (so FID has the units of a feature squared: halving every feature
+# divides it by 4). **With diagonal covariances** every dimension is such a 1-D problem, and the squared distance is
+# the sum over dimensions:
 #
 # $$\lVert \mu_1 - \mu_2 \rVert^2 + \sum_i \big(v_{1,i} + v_{2,i} - 2\sqrt{v_{1,i}\, v_{2,i}}\big),
 #   \qquad v = \text{the variances}.$$
@@ -131,46 +141,49 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 frechet_distance = check_frechet_distance(frechet_distance)
 
 # %% [markdown]
-# Your function on the real thing: the test digits against the training digits. Both are real, so this is the
-# **floor**: the FID of a perfect model with 360 samples (FID is biased upwards by small samples; see section 4).
-# The diagonal version ignores how features vary together, and misses part of the distance:
+# Your function on the real thing: all 1,437 training digits against the test digits. Both are real, so this is a
+# **floor**: no model, however good, should expect a lower FID against these test digits. (With fewer images the
+# floor is higher: FID is biased upwards by small samples, section 4.) The diagonal version ignores how features
+# vary together, and misses part of the distance:
 
 # %%
 mu_train, sigma_train = feature_statistics(train_features)
 mu_test, sigma_test = feature_statistics(test_features)
-floor = frechet_distance(mu_test, sigma_test, mu_train, sigma_train)
-diag = frechet_distance_diag(mu_test, np.diag(sigma_test), mu_train, np.diag(sigma_train))
-print(f"FID(test, train) = {floor:.3f} (diagonal covariances: {diag:.3f})")
-assert abs(floor - fid_from_features(test_features, train_features)) < 1e-4 * max(floor, 1)  # = the package
+floor = frechet_distance(mu_train, sigma_train, mu_test, sigma_test)
+diag = frechet_distance_diag(mu_train, np.diag(sigma_train), mu_test, np.diag(sigma_test))
+print(f"FID(train, test) = {floor:.3f} (diagonal covariances: {diag:.3f})")
+assert abs(floor - fid_from_features(train_features, test_features)) < 1e-4 * max(floor, 1)  # = the package
 
 # %% [markdown]
-# What the Gaussians look like: the features of the training digits, of the test digits, and of the test digits with
-# noise added, on the two main axes of the training features. The features are far from Gaussian (they cluster by
+# What the Gaussians look like: the features of the test digits (the reference), of the training digits, and of the
+# training digits with noise added, on the two main axes of the test features. The features are far from Gaussian (they cluster by
 # class), but FID compares only the ellipses: the means and covariances.
 
 # %%
-noisy_test = add_noise(test.images, 0.5, torch.Generator().manual_seed(0))
-noisy_features = extract_features(noisy_test, net)
-fig = plotting.feature_gaussians_figure({"train": train_features, "test": test_features,
-                                         "test + noise σ=0.5": noisy_features})
+noisy_train = add_noise(train.images, 0.5, torch.Generator().manual_seed(0))
+noisy_features = extract_features(noisy_train, net)
+fig = plotting.feature_gaussians_figure({"test (reference)": test_features, "train": train_features,
+                                         "train + noise σ=0.5": noisy_features})
 plt.show()
-print(f"FID(noisy test, train) = {fid_from_features(noisy_features, train_features):.2f}")
+print(f"FID(noisy train, test) = {fid_from_features(noisy_features, test_features):.2f}")
 
 # %% [markdown]
 # ## 3. What moves FID
 #
-# Spoil the test digits on purpose and watch FID against the training digits: **noise** (what an under-trained or
+# Spoil real digits on purpose and watch their FID against the test digits. The real digits are 360 training digits,
+# as many as the test set and as the model samples of section 4. The damages: **noise** (what an under-trained or
 # too-fast sampler leaves), **blur** (what a model that regresses to the mean draws), and **dropping classes** (a
 # model that never draws some digits: mode dropping). The title also gives precision and recall (notebook 08):
 # which of the three damages leaves precision intact?
 
 # %%
-explorer = FIDExplorer(test.images, test.labels, train_features, net)
+real, real_labels = train.images[:360], train.labels[:360]  # stand-ins for 360 samples of a perfect model
+explorer = FIDExplorer(real, real_labels, test_features, net)
 explorer
 
 # %%
 fids = {}
-for name, control, value in [("noise", explorer.noise, 0.3), ("blur", explorer.blur, 1.0), ("drop", explorer.drop, 5)]:
+for name, control, value in [("noise", explorer.noise, 0.5), ("blur", explorer.blur, 1.0), ("drop", explorer.drop, 5)]:
     control.value = value
     fids[name] = (explorer.fid, explorer.precision, explorer.recall)
     control.value = control.min
@@ -179,56 +192,129 @@ assert all(f > 5 * explorer.floor for f, _, _ in fids.values())  # each damage c
 assert fids["drop"][1] > 0.7 > fids["drop"][2]  # dropped classes: precision stays, recall falls
 
 # %% [markdown]
-# Mode dropping is why FID beat the Inception Score: samples that all look real but cover half the classes keep a
-# perfect precision, and FID (through the covariance term and the mean) still sees what is missing.
+# Dropped classes keep precision high (every digit left is a real one) and cut recall: FID, through its mean and
+# covariance terms, sees what is missing.
 #
-# ## 4. Our models
+# ### What FID sees that the Inception Score does not
 #
-# Now the shipped digits model, sampled with different numbers of respaced steps (Improved DDPM, section 4), the
-# same number of samples as the test set, against the same training features. Two cautions the papers take too:
-# compare FIDs computed with **the same number of samples** (here: the floor with as many real images), and **the
-# same features** (numbers from different feature networks are not comparable).
+# Before FID, GAN papers ranked samples by the **Inception Score** (Salimans et al. 2016): run a classifier on the
+# samples and reward predictions $p(y \mid x)$ that are confident for each image and varied over the set,
+# $p(y) = \mathbb{E}_x\, p(y \mid x)$:
+#
+# $$\mathrm{IS} = \exp\Big(\mathbb{E}_x\, \mathrm{KL}\big(p(y \mid x)\,\big\|\,p(y)\big)\Big),
+#   \qquad 1 \le \mathrm{IS} \le \text{the number of classes}.$$
+#
+# IS looks at the samples only: **no real image enters it**. FID compares the samples' feature statistics with the
+# real data's, so it sees what a classifier's confidence cannot: the variety *within* a class, images with the
+# wrong statistics that are still classified confidently, artefacts that do not change the label. Dropping whole
+# classes is not the difference: it makes $p(y)$ less varied and lowers IS as well.
+#
+# Below, the same formula with our digits classifier in place of Inception-v3, on the 360 real digits of the
+# explorer and three damaged versions. One of them is a "model" that draws **one digit per class**: each class's
+# first training digit, 36 times over.
+
+# %%
+@torch.no_grad()
+def inception_style_score(images):
+    """exp(E_x KL(p(y|x) || p(y))) with the digits classifier in place of Inception-v3 (Salimans et al. 2016)."""
+    p = torch.softmax(net.logits(images.to(device)).double(), dim=1).cpu()
+    p_y = p.mean(0, keepdim=True)
+    return torch.exp((p * (p.clamp_min(1e-30).log() - p_y.log())).sum(1).mean()).item()
+
+
+first_of_class = torch.stack([real[real_labels == c][0] for c in range(10)])
+spoiled = {"real": real,
+           "5 classes dropped": degrade(real, real_labels, drop=5)[0],
+           "one digit per class": first_of_class[torch.arange(len(real)) % 10],
+           "noise σ=0.5": degrade(real, real_labels, noise=0.5)[0]}
+scores = {k: (x, fid_from_features(extract_features(x, net), test_features), inception_style_score(x))
+          for k, x in spoiled.items()}
+print("\n".join(f"{k:>20}: FID {f:6.2f}   Inception-style score {i:.2f}" for k, (_, f, i) in scores.items()))
+fig = plotting.fid_is_figure(scores)
+plt.show()
+(_, fid_real, is_real), (_, fid_one, is_one) = scores["real"], scores["one digit per class"]
+assert scores["5 classes dropped"][2] < is_real  # mode dropping lowers IS too
+assert is_one > 0.95 * is_real and fid_one > 5 * fid_real  # IS rates one digit per class as real digits; FID does not
+
+# %% [markdown]
+# Ten distinct images, repeated, get a **higher** Inception-style score than the real digits (every image is
+# classified confidently, and the classes are exactly balanced), while their FID is many times that of the real
+# digits. That is the argument for FID: it measures the distance to real data, which IS never sees. (FID has blind
+# spots of its own: it only compares means and covariances of features, and only what the feature network
+# encodes.)
+#
+# ## 4. Our models, and which FIDs can be compared
+#
+# FID is biased upwards: the means and covariances estimated from $n$ images are noisy, and the noise adds to the
+# distance, so two sets of real images from the same distribution do not score 0. Here is the floor at each $n$:
+# $n$ random training digits against the test digits, over several random draws.
+
+# %%
+sizes = [50, 100, 200, 360, 720, len(train_features)]
+rng = np.random.default_rng(0)
+draws = pick(10, 3)
+floors = [[fid_from_features(train_features[rng.choice(len(train_features), k, replace=False)], test_features)
+           for _ in range(draws if k < len(train_features) else 1)] for k in sizes]
+spread = [np.std(f, ddof=1) if len(f) > 1 else 0.0 for f in floors]  # over the random draws
+for k, f, sd in zip(sizes, floors, spread):
+    print(f"{k:5d} real training digits against the 360 test digits: FID {np.mean(f):.2f} ± {sd:.2f}")
+fig = plotting.fid_floor_figure(sizes, floors, label="n real training digits", reference="the 360 test digits")
+plt.show()
+assert np.mean(floors[0]) > 4 * np.mean(floors[3])  # 50 images: several times the floor of 360
+
+# %% [markdown]
+# Down to a few hundred images the floor falls roughly as $1/n$; beyond, it levels off, because the reference
+# itself has only 360 images and its own noise stays in every FID against it. That is why the papers use 50,000
+# samples, and why a FID is only comparable with FIDs **of as many samples, against the same reference, in the
+# same features** (numbers from different feature networks are not comparable either).
+#
+# Now the shipped digits model, sampled with different numbers of respaced steps (Improved DDPM, section 4), with
+# as many samples as the test set. Each FID is shown against the test digits (the reference of the course) and, to
+# see what a change of reference does, against the training digits.
 
 # %%
 model, diffusion, config = load_pretrained("digits", device=device)
 n = pick(len(test), 100)
-floor_n = fid_from_features(test_features[:n], train_features)
-model_fids = {}
+floor_n, floor_sd = np.mean(floors[sizes.index(n)]), spread[sizes.index(n)]  # n training digits against test
+floor_train = fid_from_features(test_features[:n], train_features)  # n real (test) digits against the training digits
+model_fids, model_fids_train = {}, {}
 for steps in pick([10, 25, 50, 100], [5, 10]):
     samples = generate(model, diffusion, (n, 1, 8, 8), steps=steps, generator=torch.Generator().manual_seed(steps))
-    model_fids[f"digits model, {steps} steps"] = fid_from_features(extract_features(samples.cpu(), net), train_features)
-print(f"{n} real test digits (the floor): FID {floor_n:.2f}")
-print("\n".join(f"{k}: FID {v:.2f}" for k, v in model_fids.items()))
-assert min(model_fids.values()) > floor_n  # no model beats real data
+    features = extract_features(samples.cpu(), net)
+    model_fids[f"digits model, {steps} steps"] = fid_from_features(features, test_features)
+    model_fids_train[f"digits model, {steps} steps"] = fid_from_features(features, train_features)
+print(f"{n} samples each{'':17s}against test digits   against training digits")
+print(f"{'real digits (the floor)':>30}: {floor_n:6.2f} ± {floor_sd:.2f}{floor_train:19.2f}")
+for k in model_fids:
+    print(f"{k:>30}: {model_fids[k]:6.2f}{model_fids_train[k]:26.2f}")
+assert min(model_fids.values()) > floor_n - 3 * floor_sd  # no model clearly beats real data
 first, last = list(model_fids.values())[0], list(model_fids.values())[-1]
 assert last < first  # more sampling steps, better samples
 
 # %% [markdown]
 # More steps give better samples, with diminishing returns (with a few hundred samples, differences of a few tenths
-# are within the noise of the estimate). How do these compare with spoiled real digits? The bars of the explorer now
-# include our models: find the noise level that matches each one.
+# are within the noise of the estimate: the ± of the floor). The same samples score about the same against either
+# reference, but the floors differ: against the 1,437 training digits the floor is about half of what it is against
+# the 360 test digits, so the same FID can sit at the floor against one reference and well above it against the
+# other. (The FIDs of `docs/claims.md` are measured against the training digits, with its floor of 0.571 for 360
+# samples: compare them with that floor, not with this notebook's numbers.)
+#
+# How do these compare with spoiled real digits? The bars of the explorer now include our models: find the noise
+# level that matches each one.
 
 # %%
-explorer.benchmarks.update(model_fids)
-explorer.render()
-explorer
-
-# %% [markdown]
-# Finally, the bias: the FID between two samples of the **same** distribution is not 0 but falls with the sample
-# size, roughly as $1/N$ (the covariance estimates are noisy). That is why the papers use 50,000 samples, and why a
-# FID is only comparable with FIDs of as many samples.
-
-# %%
-sizes = [50, 100, 200, len(test)]
-bias = [fid_from_features(test_features[:k], train_features) for k in sizes]
-print("\n".join(f"{k:4d} real test digits against the training set: FID {b:.2f}" for k, b in zip(sizes, bias)))
-assert bias[0] > bias[-1]
+models_explorer = FIDExplorer(real, real_labels, test_features, net, benchmarks=model_fids)  # a second one:
+models_explorer  # the first stays as you left it above
 
 # %% [markdown]
 # ## What to remember
 #
-# - FID = $\lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}(\Sigma_1 + \Sigma_2 - 2(\Sigma_1\Sigma_2)^{1/2})$
-#   between Gaussians fitted to the features of two image sets; the matrix square root couples the covariances.
-# - Features decide what FID sees: Inception-v3 for natural images, a digits network here. Never compare FIDs
-#   across feature extractors or sample sizes.
+# - FID = $\lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}(\Sigma_1 + \Sigma_2 - 2(\Sigma_1\Sigma_2)^{1/2})$,
+#   the **squared** Fréchet distance between Gaussians fitted to the features of two image sets; the matrix square
+#   root couples the covariances.
+# - One reference: here the 360 held-out test digits. A FID is comparable only with FIDs against the same
+#   reference, of as many samples, in the same features (Inception-v3 for natural images, a digits network here);
+#   the floor (real images against the reference) says what a perfect model would score.
 # - FID rises with noise, blur and missing modes; precision and recall (notebook 08) tell fidelity from coverage.
+# - The Inception Score never looks at real data: ten digits repeated score as well as real digits on it, not on
+#   FID.

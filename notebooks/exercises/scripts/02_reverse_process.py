@@ -182,11 +182,11 @@ beta_tilde = torch.as_tensor(q_posterior(zeros, zeros, ts, betas)[1]).reshape(-1
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4), layout="constrained")
 ax1.plot(ts, coef_x0, label="weight of x₀")
 ax1.plot(ts, coef_xt, label="weight of xₜ")
-ax1.set(xscale="symlog", xlabel="t (log scale above 1)", title="the posterior mean μ̃ₜ = a·x₀ + b·xₜ")
+ax1.set(xscale="symlog", xlabel="code t (log scale above 1)", title="the posterior mean μ̃ₜ = a·x₀ + b·xₜ")
 ax1.legend()
 ax2.plot(ts, betas, "k", label="βₜ")
 ax2.plot(ts, beta_tilde, "--", label="β̃ₜ")
-ax2.set(xscale="symlog", yscale="log", xlabel="t (log scale above 1)", title="the posterior variance")
+ax2.set(xscale="symlog", yscale="log", xlabel="code t (log scale above 1)", title="the posterior variance")
 ax2.legend()
 plt.show()
 

@@ -225,7 +225,8 @@ print("gradient on eps of lambda L_vlb / that of L_simple:", {t: f"{r:.2g}" for 
 # The shipped `digits` model was trained with this hybrid loss. Below, its $v$ at each $t$, averaged over test
 # digits and pixels (`interpolation_weights` noises them with $q(x_t \mid x_0)$ and reads the v channel). In the
 # widget, the left panel shows $\Sigma_t / \beta_t$: $\beta_t$ at 1, $\tilde\beta_t$ below it, the learned
-# $\Sigma_t$ (blue) and the $\Sigma_t$ of a constant $v$ (the slider, orange). Move `t` to read the numbers.
+# $\Sigma_t$ (blue) and the $\Sigma_t$ of a constant $v$ (the slider, orange). Move `t` (the code's $t$, as on the
+# axes) to read the numbers.
 
 # %%
 timesteps = np.unique(np.concatenate([[0], np.geomspace(1, T - 1, pick(40, 16)).astype(int)]))

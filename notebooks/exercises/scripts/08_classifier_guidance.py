@@ -15,10 +15,12 @@
 #
 # Our digits model draws *a* digit. To draw a **3**, we could train a class-conditional model, or, as "Diffusion
 # Models Beat GANs" shows (Dhariwal & Nichol 2021, section 4), keep the model and add the gradient of a classifier
-# to every sampling step. A **guidance scale** then trades diversity for fidelity: the trick that let diffusion
-# models beat BigGAN's FID on ImageNet.
+# to every sampling step. A **guidance scale** then trades diversity for fidelity. Guidance was not what first put
+# diffusion ahead of BigGAN: without it, ADM already has the better FID on ImageNet 64×64 (2.07 against
+# BigGAN-deep's 4.06) and 128×128 (5.91 against 6.02); at 256×256 it needed guidance (10.94 unguided, 4.59 guided,
+# BigGAN-deep 6.95; all from Table 5).
 #
-# *About 20 minutes.* One exercise; it checks itself when you run it, and "Run all" works before you solve it.
+# *About 30 minutes.* Three exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
 # %% tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
@@ -39,7 +41,12 @@ from ddpm_lite.configs import ExperimentConfig
 from ddpm_lite.course import plotting
 from ddpm_lite.course.analytic import GaussianMixture
 from ddpm_lite.course.evaluate import sample_quality
-from ddpm_lite.course.exercises import check_guided_mean
+from ddpm_lite.course.exercises import (  # hint("name") on request
+    check_classifier_free_eps,
+    check_classifier_grad,
+    check_guided_mean,
+    hint,  # noqa: F401
+)
 from ddpm_lite.course.widgets import GuidanceExplorer
 from ddpm_lite.data import load_dataset
 from ddpm_lite.guidance import ClassifierFreeGuidance, classifier_cond_fn
@@ -72,7 +79,7 @@ _ = torch.manual_seed(0)
 # \frac{1}{Z} p(y \mid x)^s$: with $s > 1$ we sample as if the classifier were more confident than it is (section
 # 4.3), and get samples that are more clearly of class $y$, and less varied.
 #
-# ### Exercise: the guided mean
+# ### Exercise 1: the guided mean
 #
 # Given the model's `mean` $\mu$ and `variance` $\Sigma$ (diagonal: a tensor of the shape of the image, or one that
 # broadcasts against it), the classifier's gradient `grad` $g$ and the `scale` $s$, return the mean of Algorithm 1.
@@ -119,7 +126,7 @@ def guided_sample_2d(scale, n=None, y=0, seed=0):
 
 
 scales_2d = [0.0, 1.0, 3.0, 10.0]
-fig, axes = plt.subplots(1, len(scales_2d), figsize=(12, 3.3), layout="constrained", sharex=True, sharey=True)
+fig, axes = plt.subplots(1, len(scales_2d), figsize=(8, 3.2), layout="constrained", sharex=True, sharey=True)
 t0 = torch.zeros(1, dtype=torch.long)
 for ax, s in zip(axes, scales_2d):
     x = guided_sample_2d(s)
@@ -127,7 +134,7 @@ for ax, s in zip(axes, scales_2d):
     ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4)
     ax.scatter(*mixture.means.T, marker="+", c="k", s=80)
     ax.plot(*x.mean(0), "rx", ms=10, mew=2)
-    ax.set_title(f"s = {s:g}: p(y=0 | x) = {p0.mean():.2f}, mean x₁ = {x[:, 0].mean():.2f}", fontsize=9)
+    ax.set_title(f"s = {s:g}\np(y=0 | x) = {p0.mean():.2f}\nmean x₁ = {x[:, 0].mean():.2f}")
     ax.set_aspect("equal")
 plt.show()
 
@@ -169,6 +176,54 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
       f"(chance: 0.10)")
 
 # %% [markdown]
+# ### Exercise 2: the classifier's gradient, `classifier_grad`
+#
+# Guidance needs $\nabla_{x_t} \log p_\phi(y \mid x_t)$ for a whole batch, each example with its own label: `y` is
+# `(B,)`. `classifier(x_t, t)` returns logits `(B, classes)`, and $\log p_\phi(y \mid x_t)$ is their log-softmax over
+# the classes, read at each example's label. Autograd gives a gradient with respect to an input that requires
+# grad, and one backward pass can give every example its own gradient. Return a plain tensor of the shape of `x_t`
+# (no autograd graph attached: the sampler adds it to the mean).
+
+# %% tags=["exercise"]
+def classifier_grad(classifier, x_t, t, y):
+    """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
+    # YOUR CODE HERE
+    raise NotImplementedError("hint: x = x_t.detach().requires_grad_(True); torch.log_softmax(classifier(x, t), dim=-1), then torch.autograd.grad")
+
+
+classifier_grad = check_classifier_grad(classifier_grad)
+
+# %% [markdown]
+# What the classifier asks of a noisy 3: the gradient of $\log p_\phi(y \mid x_t)$ for each target class $y$, from
+# **your** function (red: pixels to brighten, blue: to darken; one colour scale for all), checked against the
+# package's `cond_fn`. Where the classifier is already sure of a class, $\log p_\phi(y \mid x_t) \approx 0$ barely
+# moves: its gradient is small.
+
+# %%
+digit = x0[y0 == 3][:1]
+t_grad = torch.full((10,), 200, device=device)
+noise_grad = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
+x_grad = diffusion.q_sample(digit.expand(10, -1, -1, -1), t_grad, noise_grad.expand(10, -1, -1, -1))
+targets = torch.arange(10, device=device)
+grads = torch.as_tensor(classifier_grad(classifier, x_grad, t_grad, targets))
+assert torch.allclose(grads, classifier_cond_fn(classifier, 1.0)(x_grad, t_grad, y=targets), atol=1e-5)
+with torch.no_grad():
+    probs = classifier(x_grad[:1], t_grad[:1]).softmax(-1)[0]
+print(f"p(y | x_t) of the classifier: {probs[3]:.3f} for a 3, at most {probs[torch.arange(10) != 3].max():.3f} "
+      "for the other classes")
+fig, axes = plt.subplots(2, 6, figsize=(8, 3.3), layout="constrained")
+axes[0, 0].imshow(plotting.to_display(x_grad[0].cpu()), cmap="gray")
+axes[0, 0].set_title("x_t, t = 200")
+lim = grads.abs().max().item()
+for k, ax in enumerate(axes.flat[1:11]):
+    ax.imshow(grads[k, 0].cpu(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(f"towards {k}")
+axes.flat[11].axis("off")
+for ax in axes.flat[:11]:
+    ax.set_xticks([]), ax.set_yticks([])
+plt.show()
+
+# %% [markdown]
 # Training one yourself goes through the same `Trainer` as the denoiser, with the `digits_classifier` preset (the
 # objective is the cross-entropy of noisy images). **This cell takes time** in the full run: the shipped classifier
 # had 2000 steps.
@@ -184,7 +239,7 @@ plt.figure(figsize=(6, 3))
 plt.plot(ts, shipped_accuracy, "o-", label="shipped classifier (2000 steps)")
 plt.plot(ts, noisy_accuracy(clf_trainer.ema, ts), "s-", label=f"yours ({clf_trainer.step} steps)")
 plt.axhline(0.1, color="gray", ls=":", label="chance")
-plt.xlabel("t"), plt.ylabel("accuracy on noisy test digits"), plt.legend(fontsize=8)
+plt.xlabel("t"), plt.ylabel("accuracy on noisy test digits"), plt.legend()
 plt.show()
 
 # %% [markdown]
@@ -227,10 +282,10 @@ def sample_guided(scale, labels, seed=0):
 
 
 labels = torch.arange(10, device=device).repeat(pick(6, 3))  # 0, 1, ..., 9, 0, 1, ...: one column per class
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), layout="constrained")
 for ax, s in zip(axes, [0.0, 4.0]):
     ax.imshow(make_grid(sample_guided(s, labels), ncol=10, scale=3), cmap="gray")
-    ax.set_title(f"s = {s:g}: columns are the classes 0..9" + (" (ignored)" if s == 0 else ""), fontsize=10)
+    ax.set_title(f"s = {s:g}: columns are the classes 0..9" + (" (ignored)" if s == 0 else ""))
     ax.axis("off")
 plt.show()
 
@@ -243,7 +298,9 @@ plt.show()
 # - **label accuracy**: the share of samples drawn for class $y$ that the feature network classifies as $y$;
 # - **precision** (fidelity): the share of samples that fall within the real data's manifold;
 # - **recall** (diversity): the share of real test digits that fall within the samples' manifold
-#   (Kynkäänniemi et al. 2019, as in the paper's Table 1 and Figure 4).
+#   (Kynkäänniemi et al. 2019; the paper reports precision and recall in Tables 4 and 5 and plots them against
+#   the scale in Figure 4);
+# - **FID** against the same held-out test digits, the one reference set of the course (notebook 09 says why).
 #
 # We sample once per scale, with the same noise and the same labels (every class equally often), then explore:
 # pick a class and a scale, and see the samples beside the curves.
@@ -269,17 +326,46 @@ assert explorer.image.value != before
 # %% [markdown]
 # Read the curves: at $s = 0$ the labels are ignored (accuracy ≈ 0.1, chance) and recall is high; with guidance,
 # accuracy soars and precision rises, while recall falls as the samples bunch up on the classifier's favourite
-# shapes. The paper (Figure 4, Table 4) finds the same on ImageNet, and chooses $s$ to balance FID against IS.
+# shapes. The paper (Figure 4, Table 4) finds the same on ImageNet, and chooses $s$ to balance FID against IS; at
+# 256×256 that choice is what brought its FID below BigGAN-deep's (Table 5, numbers in the introduction).
 #
 # ## 6. Without a classifier: classifier-free guidance
 #
-# Ho & Salimans (2022) drop the classifier: train **one** class-conditional model, replacing the label by a null
-# label 10% of the time, so it is both $\epsilon(x_t, y)$ and $\epsilon(x_t)$. Since
-# $\nabla \log p(y \mid x_t) \propto -(\epsilon(x_t, y) - \epsilon(x_t))$, guidance becomes a mix of the two
-# predictions:
+# Ho & Salimans (2021) drop the classifier: train **one** class-conditional model, replacing the label by a null
+# label $\varnothing$ some of the time (our `digits_cond`: 10%), so it is both $\epsilon(x_t, y)$ and
+# $\epsilon(x_t) = \epsilon(x_t, \varnothing)$, and sample with a mix of the two predictions:
 #
 # $$\tilde\epsilon = (1 + w)\,\epsilon(x_t, y) - w\,\epsilon(x_t, \varnothing).$$
 #
+# **Why this is guidance, with scale $s = 1 + w$.** A trained $\epsilon$ approximates a scaled score (DDPM section
+# 3.2; [02 · The score view](02_reverse_process.ipynb)): $\epsilon(x_t) \approx -\sqrt{1-\bar\alpha_t}\,\nabla \log
+# p(x_t)$, and the conditional model likewise $\epsilon(x_t, y) \approx -\sqrt{1-\bar\alpha_t}\,\nabla \log p(x_t \mid
+# y)$ (both exact at the optimum). Bayes' rule, $\log p(y \mid x_t) = \log p(x_t \mid y) - \log p(x_t) + \log p(y)$,
+# turns the difference of the two predictions into a classifier's gradient, with no classifier:
+#
+# $$\epsilon(x_t, y) - \epsilon(x_t) = -\sqrt{1-\bar\alpha_t}\;\nabla_{x_t} \log p(y \mid x_t).$$
+#
+# Classifier guidance written on $\epsilon$ (the paper's Algorithm 2) is $\hat\epsilon = \epsilon(x_t) -
+# \sqrt{1-\bar\alpha_t}\,s\,\nabla \log p(y \mid x_t) = \epsilon(x_t) + s\,(\epsilon(x_t, y) - \epsilon(x_t)) =
+# s\,\epsilon(x_t, y) - (s - 1)\,\epsilon(x_t)$: the mix above with $s = 1 + w$. In scores, CFG samples with $\nabla
+# \log p(x_t) + (1 + w)\,\nabla \log p(y \mid x_t)$. So $w = 0$, the plain conditional model, is $s = 1$, and $w = 3$
+# is a classifier scale of 4, from the classifier implicit in the model.
+#
+# For the three Gaussians of section 2 every term is exact, and the identity holds to float32 rounding:
+
+# %%
+x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
+y = torch.randint(0, 3, (500,), generator=torch.Generator().manual_seed(2))
+t = torch.randint(0, diffusion_2d.num_timesteps, (500,), generator=torch.Generator().manual_seed(3))
+sqrt_one_minus_abar = torch.from_numpy(1 - diffusion_2d.alphas_cumprod).float()[t][:, None].sqrt()
+for w in [0.0, 1.0, 3.0]:
+    free_eps = ClassifierFreeGuidance(eps_2d, w, null_label=mixture.num_classes)(x, t, y=y)  # (1+w) eps(x,y) - w eps(x)
+    guided_eps = eps_2d(x, t) - sqrt_one_minus_abar * (1 + w) * grad_log_p(x, t, y=y)  # Algorithm 2 with s = 1 + w
+    print(f"w = {w:g}: classifier-free against classifier guidance with s = {1 + w:g}: "
+          f"largest difference {(free_eps - guided_eps).abs().max():.1e} (eps up to {free_eps.abs().max():.1f})")
+    assert torch.allclose(free_eps, guided_eps, atol=1e-3)
+
+# %% [markdown]
 # `ClassifierFreeGuidance` wraps the shipped `digits_cond` model (one batched call for both halves); $w = 0$ is the
 # plain conditional model.
 
@@ -303,12 +389,58 @@ assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone alread
 # much further along (it is trained on the labels, so at $w = 0$ it already draws the right class), and needs no
 # second network, which is why classifier-free guidance became the standard (GLIDE, Imagen, Stable Diffusion).
 #
+# ### Exercise 3: the classifier-free mix, `classifier_free_eps`
+#
+# Given the model's two predictions for the same $x_t$, `eps_cond` $= \epsilon(x_t, y)$ and `eps_uncond`
+# $= \epsilon(x_t, \varnothing)$, and the weight `w`, return $\tilde\epsilon$. Your mix then replaces the one inside
+# `ClassifierFreeGuidance` to sample digits.
+
+# %% tags=["exercise"]
+def classifier_free_eps(eps_cond, eps_uncond, w):
+    """The classifier-free guided noise prediction (1 + w) eps(x, y) - w eps(x, null) (Ho & Salimans)."""
+    # YOUR CODE HERE
+    raise NotImplementedError("hint: w = 0 must give eps_cond; larger w moves further from eps_uncond")
+
+
+classifier_free_eps = check_classifier_free_eps(classifier_free_eps)
+
+# %% [markdown]
+# `ClassifierFreeGuidance` with **your** mix: the model on the batch twice, with the labels and with the null label,
+# then `classifier_free_eps` on the noise channels (the learned variance comes from the conditional half). The same
+# output as the package's, then samples of each class at $w = 3$:
+
+# %%
+class YourGuidance(ClassifierFreeGuidance):
+    def __call__(self, x, t, y=None, **kwargs):
+        null = torch.full_like(y, self.null_label)
+        cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([y, null]), **kwargs).chunk(2)
+        c = x.shape[1]
+        return torch.cat([classifier_free_eps(cond[:, :c], uncond[:, :c], self.w), cond[:, c:]], dim=1)
+
+
+yours = YourGuidance(cond_model, 3.0, null_label=cond_config.num_classes)
+ten = torch.arange(10, device=device).repeat(2)
+x_t, t = torch.randn(20, 1, 8, 8, device=device), torch.full((20,), 500, device=device)
+with torch.no_grad():
+    package = ClassifierFreeGuidance(cond_model, 3.0, null_label=cond_config.num_classes)(x_t, t, y=ten)
+    assert torch.allclose(yours(x_t, t, y=ten), package, atol=1e-5)
+start = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
+samples = cond_sampler.p_sample_loop(yours, start.shape, noise=start, model_kwargs={"y": ten}).cpu()
+plt.figure(figsize=(6, 1.8))
+plt.imshow(make_grid(samples, ncol=10, scale=3), cmap="gray")
+plt.title("your mix, w = 3: one column per class, 0 to 9")
+plt.axis("off")
+plt.show()
+
+# %% [markdown]
 # ## What to remember
 #
 # - Classifier guidance (Algorithm 1): $x_{t-1} \sim \mathcal{N}(\mu + s\,\Sigma\,\nabla_{x_t}\log p_\phi(y \mid
 #   x_t),\ \Sigma)$, with a classifier trained on noisy images.
 # - The scale $s$ sharpens $p(y \mid x)^s$: fidelity (precision, accuracy) up, diversity (recall) down.
 # - Classifier-free guidance gets the same effect from one conditional model: $(1 + w)\,\epsilon(x, y) -
-#   w\,\epsilon(x)$.
+#   w\,\epsilon(x)$ is classifier guidance with scale $s = 1 + w$ and the classifier implicit in the model
+#   ($\epsilon$ is a scaled score: 02 · The score view).
+# - Guidance was needed to beat BigGAN's FID at ImageNet 256×256, not at 64×64 or 128×128 (ADM Table 5).
 #
 # Next: how to measure all this with a single number, FID (notebook 09).

@@ -37,8 +37,8 @@ import torch
 from IPython.display import Audio, display
 
 from ddpm_lite import GaussianDiffusion, get_betas
-from ddpm_lite.course import plotting
-from ddpm_lite.course.exercises import check_snr_db
+from ddpm_lite.course import plotting, sound
+from ddpm_lite.course.exercises import check_snr_db, hint  # noqa: F401 - hint() on request
 from ddpm_lite.course.waveforms import NOTES, SAMPLE_RATE, dominant_frequency, sine_tones, tone_purity
 from ddpm_lite.course.widgets import WaveformNoisingExplorer
 from ddpm_lite.models.wave import WaveDenoiser
@@ -71,7 +71,7 @@ print(f"{tuple(examples.shape)}, in [{examples.min():.2f}, {examples.max():.2f}]
       f"loudest frequencies: {dominant_frequency(examples[:, 0]).round()} Hz")
 fig = plotting.waveform_figure(examples, SAMPLE_RATE, titles=[f"example {i}" for i in range(4)], ms=20)
 plt.show()
-display(Audio(examples[:, 0].flatten().numpy(), rate=SAMPLE_RATE))  # the four examples, one after the other
+display(Audio(sound.sequence(examples, SAMPLE_RATE), rate=SAMPLE_RATE))  # the four, each repeated to 1 s
 
 # %% [markdown]
 # Each column shows the first 20 ms of a waveform and, below, its **spectrogram**: the loudness of each frequency
@@ -133,7 +133,7 @@ clips = []
 for t in [0, 40, t_zero, 100, 150]:
     x_t = diffusion.q_sample(x0[None], torch.tensor([t]), noise[None])[0, 0]
     clips.append(x_t / x_t.abs().max())
-display(Audio(torch.cat(clips).numpy(), rate=SAMPLE_RATE, normalize=False))
+display(Audio(sound.sequence(clips, SAMPLE_RATE), rate=SAMPLE_RATE, normalize=False))  # each clip for 1 s
 
 # %% [markdown]
 # ## 3. Explore
@@ -216,7 +216,7 @@ if not FAST:
 
 fig = plotting.waveform_figure(samples, SAMPLE_RATE, titles=[f"sample {i}" for i in range(4)], ms=20)
 plt.show()
-display(Audio(samples[:, 0].clamp(-1, 1).flatten().numpy(), rate=SAMPLE_RATE))
+display(Audio(sound.sequence(samples.clamp(-1, 1), SAMPLE_RATE), rate=SAMPLE_RATE))  # each repeated to 1 s
 
 # %% [markdown]
 # The samples are chords of the training notes: horizontal lines in the spectrograms at the notes' frequencies,
