@@ -16,7 +16,8 @@
 # Every table of "Diffusion Models Beat GANs" ranks models by **FID**, the Fréchet Inception Distance (Heusel et al.
 # 2017): embed real and generated images with a fixed network, fit a Gaussian to each set of embeddings, and measure
 # how far apart the two Gaussians are (the *squared* Fréchet distance). Lower is better; 0 means the two feature
-# distributions have the same mean and covariance. This notebook builds FID from its parts, then watches it respond to damage we control.
+# distributions have the same mean and covariance. This notebook builds FID from its parts, then watches it respond
+# to damage we control.
 #
 # *About 20 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
