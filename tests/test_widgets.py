@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite.course import plotting, widgets  # noqa: E402
+from ddpm_lite.course import plotting, style, widgets  # noqa: E402
 from ddpm_lite.course.widgets import ForwardNoisingExplorer, ScheduleExplorer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -39,8 +39,8 @@ def schedules(monkeypatch):
 
 def test_forward_explorer_initial_render(forward):
     assert forward.renders == 1 and forward.image.value[:8] == PNG
-    assert forward.titles[1:4] == ["digit, t = 0", "photo, t = 0", "2-D points, t = 0"]
-    assert forward.titles[0].startswith("linear: t = 0")
+    assert forward.titles[1:4] == ["digit", "photo", "2-D points"]
+    assert forward.titles[0].startswith("linear: t = 0,")
     assert [type(c) for c in forward.controls] == [W.IntSlider, W.Dropdown, W.Button]
 
 
@@ -48,7 +48,7 @@ def test_forward_explorer_t_slider(forward):
     before = forward.image.value
     forward.t.value = 60
     assert forward.renders == 2 and forward.image.value != before and forward.image.value[:8] == PNG
-    assert forward.titles[1] == "digit, t = 60" and "SNR(60)" in forward.titles[-1]
+    assert forward.titles[0].startswith("linear: t = 60,") and "SNR(60)" in forward.titles[-1]
     # the photo panel shows q_sample of the photo at t = 60 with the widget's fixed noise
     d = forward.diffusions["linear"]
     g = torch.Generator().manual_seed(forward.seed)
@@ -84,7 +84,8 @@ def test_schedule_explorer_controls(schedules):
     before = schedules.image.value
     schedules.t.value = 80
     assert schedules.image.value != before and schedules.titles[0] == "ᾱₜ, t = 80"
-    assert any(title.startswith("cosine: t = 80") for title in schedules.titles)
+    ab = schedules.diffusions["cosine"].alphas_cumprod[80]
+    assert f"cosine\nᾱ = {ab:.3f}" in schedules.titles
     before = schedules.image.value
     schedules.image_choice.value = "photo 8x8"
     assert schedules.image.value != before
@@ -118,3 +119,22 @@ def test_core_widgets_only():
     code = "\n".join(code).split('"""', 2)[-1]  # past the module docstring
     for banned in ("W.Tab", "W.Accordion", "W.Output", "ipympl", "enable_custom_widget_manager", "interact("):
         assert banned not in code
+
+
+def test_the_figure_shows_at_its_natural_width_never_upscaled(forward):
+    """The image is as wide as its PNG (one PNG pixel per CSS px) and shrinks, never grows, to the output area; the
+    PNG records its dpi and smallest font (course/style.py), which tests/test_lab_figures.py reads in the browser."""
+    png = bytes(forward.image.value)
+    info = style.png_info(png)
+    assert info == forward.png_info and info["dpi"] == widgets.FigureWidget.dpi
+    assert forward.image.width == str(info["width_px"]) == str(int.from_bytes(png[16:20], "big"))  # IHDR width
+    assert forward.image.layout.max_width == "100%" and forward.image.layout.height == "auto"
+    assert info["min_font_pt"] >= style.MIN_FONT_PT
+
+
+def test_controls_show_their_descriptions_in_full_and_wrap(forward, schedules):
+    for explorer in (forward, schedules):
+        for control in explorer.controls:
+            if not isinstance(control, W.Button):
+                assert control.style.description_width == "initial"
+        assert explorer.widget.children[0].layout.flex_flow == "row wrap"

@@ -107,6 +107,17 @@ def test_live_loss_plot_update_and_controls():
     assert live.image.value != before and live.fig.axes[0].get_yscale() == "linear"
 
 
+def test_live_loss_plot_says_when_curves_coincide():
+    """Two runs from the same start draw the same losses until their samplers differ: both stay visible (their own
+    line styles) and the legend says where they coincide."""
+    live = LiveLossPlot(["uniform", "importance"], smoothing=1)
+    live.update(uniform=[3.0, 2.0, 1.5, 1.0], importance=[3.0, 2.0, 1.5, 0.5])
+    lines = [line for line in live.fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in lines] == ["uniform: 1 at step 4",
+                                                    "importance: 0.5 at step 4 (same as uniform up to step 3)"]
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
+
+
 def test_live_loss_plot_callback_and_markers():
     live = LiveLossPlot(["x"])
     trainers = {"x": FakeTrainer([1.0, 0.5])}

@@ -148,7 +148,7 @@ def test_guidance_explorer_controls_change_the_picture(guided, reference, net):
     assert ex.image.value != before and "class 7" in ex.titles[0]
     before = ex.image.value
     ex.scale.value = 8.0
-    assert ex.image.value != before and "s = 8" in ex.titles[1]
+    assert ex.image.value != before and "s = 8" in ex.titles[0]
     assert ex.renders == 3
     # the marker on the curves sits at the chosen scale
     ax = ex.fig.axes[1]

@@ -4,10 +4,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddpm_lite.course import widgets  # noqa: E402
+from ddpm_lite.course import sound, widgets  # noqa: E402
 from ddpm_lite.course.fast_sampling import Sweep, SweepPoint  # noqa: E402
 from ddpm_lite.course.widgets import FastSamplingExplorer  # noqa: E402
 
@@ -115,11 +116,38 @@ def test_wave_explorer_t_slider(wave_explorer):
     before, sound = wave_explorer.image.value, wave_explorer.audio.value
     wave_explorer.t.value = 40
     assert wave_explorer.renders == 2 and wave_explorer.image.value != before and wave_explorer.audio.value != sound
-    assert wave_explorer.titles[-1].startswith("SNR(40) = ")
+    assert any(title.startswith("SNR(40) = ") for title in wave_explorer.titles)
     d, x0 = wave_explorer.diffusion, wave_explorer.x0
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(wave_explorer.seed))
     x_t = d.q_sample(x0, torch.tensor([40]), noise)
-    assert torch.equal(wave_explorer.x_t(), x_t) and wave_explorer.audio.value == wav_bytes(x_t, 8000)
+    assert torch.equal(wave_explorer.x_t(), x_t)
+    assert wave_explorer.audio.value == wav_bytes(widgets.sound.repeat(x_t, 8000, 2.0), 8000)
+
+
+def test_wave_explorer_plays_at_least_two_seconds(wave_explorer):
+    """The clip (512 samples here, 2048 in notebook 11: 0.256 s) is repeated back and forth to 2 s or more."""
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(wave_explorer.audio.value)) as w:
+        assert w.getframerate() == 8000 and w.getnframes() / 8000 >= 2.0
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    n = wave_explorer.x0.shape[-1]
+    np.testing.assert_array_equal(frames[n:2 * n], frames[:n][::-1])  # backwards: the join does not click
+
+
+def test_sound_repeat_and_sequence():
+    x = np.arange(1.0, 2049.0)
+    y = sound.repeat(x, 8000)
+    assert len(y) == 8 * 2048 and len(y) / 8000 >= sound.MIN_SECONDS
+    np.testing.assert_array_equal(y[:2048], x)
+    np.testing.assert_array_equal(y[2048:4096], x[::-1])
+    assert len(sound.repeat(torch.ones(1, 1, 17000), 8000)) == 17000  # long enough: played once
+    s = sound.sequence(torch.ones(4, 1, 2048), 8000, seconds_each=1.0, gap=0.25)
+    assert len(s) == 4 * 4 * 2048 + 3 * 2000 and len(s) / 8000 >= 2.0
+    assert (s[4 * 2048: 4 * 2048 + 2000] == 0).all()
+    with pytest.raises(ValueError, match="no clips"):
+        sound.sequence([], 8000)
 
 
 def test_wave_explorer_new_noise(wave_explorer):

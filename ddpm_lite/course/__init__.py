@@ -2,7 +2,9 @@
 
 ==========================  =========================================================================================
 ``plotting``                the figures of the notebooks and the deck (matplotlib), one style for all
+``style``                   that style: dpi, figure width and font sizes so that no text shows under 12 CSS px
 ``widgets``                 the interactive explorers (ipywidgets), one main widget per notebook
+``sound``                   short waveforms repeated to a few seconds, long enough to hear (notebook 11)
 ``exercises``               the checked exercises: a checker per exercise, diagnoses first, the formula on request
 ``checking``                the checker machinery the exercises are made of (cases, known mistakes, verdicts)
 ``analytic``                exact denoisers for Gaussian-mixture data (no training: what a network approximates)

@@ -22,14 +22,15 @@ the figure machinery                  schedules by name, images to display, the 
 06 importance sampling                loss curves, where L_vlb lives and how often to sample each t
 07 U-Net                              the timestep embedding, the U-Net diagram, training progress
 08 guidance                           the fidelity / diversity trade-off
-09 FID                                FID of spoiled images, the features' Gaussians
-10 fast sampling and likelihood       FID and speed against the number of steps
+09 FID                                FID of spoiled images, the features' Gaussians, the floor by sample
+                                      count, FID against an Inception-style score
+10 fast sampling and likelihood       FID and speed against the number of steps, where a learned variance
+                                      matters, one x_T through every step count
 11 beyond images                      waveforms and spectrograms
 ====================================  ==================================================================================
 """
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -37,13 +38,18 @@ from functools import lru_cache
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import ticker
 
 from ..gaussian_diffusion import GaussianDiffusion
 from ..schedules import get_betas
+from . import style
+
+style.apply()  # the course's sizes, fonts and dpi (course/style.py), for these figures and the notebooks' own
 
 __all__ = [
     # the figure machinery
-    "diffusions", "to_display", "draw_grid", "sample_photo", "figure_to_png", "evenly_spaced",
+    "diffusions", "to_display", "draw_grid", "sample_photo", "figure_to_png", "evenly_spaced", "plain_ticks",
+    "legend_below",
     # 01 forward noising
     "generative_landscape_figure", "snr", "draw_snr", "snr_curve", "forward_chain_grid", "forward_noising_figure",
     # 02 reverse process
@@ -61,9 +67,10 @@ __all__ = [
     # 08 guidance
     "draw_guidance_metrics", "guidance_explorer_figure", "guidance_tradeoff_figure",
     # 09 FID
-    "fid_explorer_figure", "feature_gaussians_figure",
+    "fid_explorer_figure", "feature_gaussians_figure", "fid_floor_figure", "fid_is_figure",
     # 10 fast sampling and likelihood
-    "SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure",
+    "SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure", "same_noise_figure",
+    "variance_gap_figure",
     # 11 beyond images
     "draw_waveform", "draw_spectrogram", "waveform_figure", "waveform_noising_figure", "waveform_explorer_figure",
 ]
@@ -74,6 +81,7 @@ __all__ = [
 # ======================================================================================================================
 SCHEDULE_COLORS = {"linear": "tab:blue", "cosine": "tab:orange"}
 SUBSCRIPT_T = "\u209c"  # ₜ
+LINE_STYLES = ("-", "--", ":", "-.")  # one per curve where curves may coincide
 
 
 def diffusions(schedules: Sequence[str] | Mapping[str, GaussianDiffusion] = ("linear", "cosine"),
@@ -98,7 +106,7 @@ def _imshow(ax, image, title: str | None = None) -> None:
     ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
 
 
 def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> None:
@@ -109,7 +117,7 @@ def draw_grid(ax, images, ncol: int | None = None, title: str | None = None) -> 
     ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
 
 
 @lru_cache(maxsize=8)
@@ -135,12 +143,13 @@ def sample_photo(size: int = 64, color: bool = False) -> torch.Tensor:
 
 
 def figure_to_png(fig, dpi: int | None = None, close: bool = True) -> bytes:
-    """The figure as PNG bytes; closes it (``plt.close``) unless ``close=False``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    """The figure as PNG bytes at ``dpi`` (default: the figure's), through :func:`style.render_png` (no text
+    under the course's smallest font; the PNG records its dpi and smallest font); closes it (``plt.close``) unless
+    ``close=False``."""
+    png, _ = style.render_png(fig, dpi)
     if close:
         plt.close(fig)
-    return buf.getvalue()
+    return png
 
 
 def _noised(diffusion: GaussianDiffusion, x0: torch.Tensor, timesteps, noise: torch.Tensor | None = None,
@@ -153,13 +162,78 @@ def _noised(diffusion: GaussianDiffusion, x0: torch.Tensor, timesteps, noise: to
 
 
 def _draw_noised_row(axes, diffusion: GaussianDiffusion, x0: torch.Tensor, timesteps, noise: torch.Tensor,
-                     titles: bool = True, label: str | None = None, fontsize: int = 9) -> None:
+                     titles: bool = True, label: str | None = None, fontsize: float | None = None) -> None:
     """One row of axes: x0 noised at each of ``timesteps`` with the same ``noise``, titled "t = ..." when
     ``titles``, and ``label`` on the left of the row."""
     for ax, t, x in zip(axes, timesteps, _noised(diffusion, x0, timesteps, noise)):
         _imshow(ax, x, f"t = {t}" if titles else None)
+        ax.title.set_fontsize(style.FONT_PT)  # narrow panels: titles at the size of the labels
     if label is not None:
         axes[0].set_ylabel(label, fontsize=fontsize)
+
+
+def plain_ticks(axis, values=None) -> None:
+    """Label an axis (``ax.xaxis``, ``ax.yaxis``; set its scale first) with plain numbers: "25", not "2.5×10¹".
+
+    With ``values`` (e.g. the step counts that were run): ticks exactly there, no minor ticks, and a label left
+    out where it would touch the one before it. Without: the axis keeps its ticks; a log axis reads 0.1, 1, 10
+    (and its minor ticks, where matplotlib labels some, 2, 3, 5 rather than 2×10⁰)."""
+    if values is not None:
+        axis.set_major_locator(ticker.FixedLocator(sorted({float(v) for v in values})))
+        axis.set_minor_locator(ticker.NullLocator())
+        axis.set_major_formatter(SpacedLabels())
+    elif axis.get_scale() == "log":
+        axis.set_major_formatter(PlainLogLabels(labelOnlyBase=False))
+        axis.set_minor_formatter(PlainLogLabels(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    else:
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+class PlainLogLabels(ticker.LogFormatter):
+    """matplotlib's labels of a log axis (which minor ticks to label), written plainly: 0.6, not 6e-01."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+class SpacedLabels(ticker.Formatter):
+    """Plain tick labels ("25"), leaving out a label that would come closer than half a character to the one
+    before it (crowded step counts on a log axis: 25, 50, 100)."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}"
+
+    def format_ticks(self, values):
+        labels = [f"{v:g}" for v in values]
+        axis = self.axis
+        if axis is None or len(values) < 2:
+            return labels
+        horizontal = axis.axis_name == "x"
+        scale = axis.get_transform()  # log10 on a log axis
+        lo, hi = axis.axes.viewLim.intervalx if horizontal else axis.axes.viewLim.intervaly
+        ends = scale.transform(np.array([lo, hi], dtype=float))
+        length = axis.axes.bbox.width if horizontal else axis.axes.bbox.height
+        pos = (scale.transform(np.asarray(values, dtype=float)) - ends[0]) / ((ends[1] - ends[0]) or 1.0) * length
+        size = axis.majorTicks[0].label1.get_fontsize() * axis.figure.dpi / 72
+        extent = [(0.64 * len(s) if horizontal else 1.0) * size for s in labels]
+        kept = None
+        for i in np.argsort(pos):
+            if kept is not None and abs(pos[i] - pos[kept]) < (extent[i] + extent[kept]) / 2 + 0.5 * size:
+                labels[i] = ""
+            else:
+                kept = i
+        return labels
+
+
+def legend_below(fig, *axes, ncols: int = 3):
+    """One legend for ``axes`` (each label once, in order), below the figure (constrained layout makes room):
+    where a legend inside a small panel would hide the curves."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle), labels.append(label)
+    return fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, max(len(labels), 1)))
 
 
 def evenly_spaced(num_timesteps: int, n: int) -> list[int]:
@@ -261,8 +335,8 @@ def draw_snr(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None = Non
         value = snr(schedules[name].alphas_cumprod)[t]
         ax.plot([t], [value], "o", color="crimson", ms=7, zorder=5)
         ax.axvline(t, color="crimson", lw=0.8, alpha=0.6)
-        ax.set_title(f"SNR({t}) = {value:.3g}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
+        ax.set_title(f"SNR({t}) = {value:.3g}")
+    ax.legend(loc="upper right")
     ax.grid(alpha=0.3, which="major")
 
 
@@ -282,7 +356,7 @@ def forward_chain_grid(images: torch.Tensor, schedule="linear", timesteps: Seque
     images = images if images.ndim == 4 else images[None]
     g = torch.Generator().manual_seed(seed)
     fig, axes = plt.subplots(len(images), len(timesteps), squeeze=False, layout="constrained",
-                             figsize=(1.3 * len(timesteps), 1.4 * len(images) + 0.3))
+                             figsize=(min(style.WIDTH_IN, 0.95 * len(timesteps) + 0.4), 1.0 * len(images) + 0.35))
     for r, x0 in enumerate(images):
         _draw_noised_row(axes[r], d, x0, timesteps, torch.randn(x0.shape, generator=g), titles=r == 0,
                          label=row_labels[r] if row_labels is not None else None)
@@ -293,7 +367,8 @@ def forward_noising_figure(diffusion: GaussianDiffusion, t: int, images: Mapping
                            points: torch.Tensor | None = None, noise: Mapping[str, torch.Tensor] | None = None,
                            seed: int = 0, schedule_name: str = "",
                            compare: Mapping[str, GaussianDiffusion] | None = None, figsize=None):
-    """One row: each image of ``images`` at step t, the 2-D ``points`` at step t, and the SNR curve with t marked.
+    """One row: each image of ``images`` at step t, the 2-D ``points`` at step t, and the SNR curve with t marked;
+    the title gives t, alpha-bar_t and x_t.
 
     ``noise`` (same keys as ``images``, plus ``"points"``) fixes epsilon so that moving t shows one sample path;
     by default it is drawn from ``seed``. ``compare`` adds faint SNR curves of other schedules.
@@ -304,12 +379,12 @@ def forward_noising_figure(diffusion: GaussianDiffusion, t: int, images: Mapping
         if key not in noise:
             noise[key] = torch.randn(x.shape, generator=g)
     n = len(images) + (points is not None) + 1
-    fig, axes = plt.subplots(1, n, figsize=figsize or (3.0 * n, 3.3), layout="constrained",
-                             gridspec_kw={"width_ratios": [1] * (n - 1) + [1.5]})
+    fig, axes = plt.subplots(1, n, figsize=figsize or (min(style.WIDTH_IN, 1.75 * n + 1.0), 2.6),
+                             layout="constrained", gridspec_kw={"width_ratios": [1] * (n - 1) + [1.6]})
     tt = torch.tensor([t])
     for ax, (name, x0) in zip(axes, images.items()):
         x_t = diffusion.q_sample(x0[None].float(), tt, noise[name][None].float())[0]
-        _imshow(ax, x_t, f"{name}, t = {t}")
+        _imshow(ax, x_t, name)
     if points is not None:
         ax = axes[len(images)]
         x_t = diffusion.q_sample(points.float(), tt.expand(len(points)), noise["points"].float())
@@ -317,14 +392,15 @@ def forward_noising_figure(diffusion: GaussianDiffusion, t: int, images: Mapping
         ax.scatter(x_t[:, 0], x_t[:, 1], s=2, color="tab:blue", label="xₜ")
         ax.set_xlim(-4, 4), ax.set_ylim(-4, 4), ax.set_aspect("equal")
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(f"2-D points, t = {t}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right", markerscale=4)
+        ax.set_title("2-D points")
+        ax.legend(loc="lower right", markerscale=4, handlelength=1, borderpad=0.3, handletextpad=0.3)
     label = schedule_name or "schedule"
     curves = {label: diffusion, **{k: v for k, v in (compare or {}).items() if k != label}}
     draw_snr(axes[-1], curves, t, highlight=label)
+    axes[-1].set_ylabel("SNR")
     ab = float(diffusion.alphas_cumprod[t])
     fig.suptitle(f"{label}: t = {t}, ᾱ{SUBSCRIPT_T} = {ab:.4f}, "
-                 f"x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε", fontsize=10)
+                 f"x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε")
     return fig
 
 
@@ -338,13 +414,18 @@ def reverse_step_figure(means, std: float, x_t: float, t: int, jumps: Sequence[i
                         weights=None, figsize=None):
     """Why one reverse step is Gaussian (DDPM section 2, after Sohl-Dickstein et al. 2015): for 1-D data
     x_0 ~ mixture of N(m_k, std^2), the exact q(x_{t-k} | x_t) (blue) beside its moment-matched Gaussian (dashed),
-    one panel per jump size k in ``jumps``; each title gives k, the jump's beta and the KL to the Gaussian."""
+    one panel per jump size k in ``jumps`` (two per row); each title gives k, the jump's beta and the KL to the
+    Gaussian."""
     from .reverse_process import gaussian_fit, gaussian_fit_kl, mixture_pdf, reverse_step_mixture
 
     ab = np.append(1.0, diffusion.alphas_cumprod)  # ab[s] = alpha_bar after s steps (paper's indexing)
-    fig, axes = plt.subplots(1, len(jumps), figsize=figsize or (3.0 * len(jumps), 2.9), layout="constrained",
-                             squeeze=False)
-    for ax, k in zip(axes[0], jumps):
+    ncols = min(len(jumps), 2)
+    nrows = math.ceil(len(jumps) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (style.WIDTH_IN if ncols > 1 else 4.0, 2.5 * nrows + 0.4),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat[len(jumps):]:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, jumps):
         s = t - k
         w, m, sd = reverse_step_mixture(x_t, ab[s], ab[t], means, std, weights)
         mean, fit_std = gaussian_fit(w, m, sd)
@@ -354,11 +435,11 @@ def reverse_step_figure(means, std: float, x_t: float, t: int, jumps: Sequence[i
         ax.plot(grid, mixture_pdf(grid, [1.0], [mean], [fit_std]), "k--", lw=1.2, label="Gaussian fit")
         kl = gaussian_fit_kl(w, m, sd)
         ax.set_title(f"k = {k} step{'s' if k > 1 else ''}: β = {1 - ab[t] / ab[s]:.2g}\nKL to the Gaussian "
-                     f"{kl:.2g} nats", fontsize=9)
+                     f"{kl:.2g} nats")
         ax.set_yticks([])
         ax.set_xlabel(f"$x_{{{t}-k}}$")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"The exact reverse of a jump of k steps, from $x_{{{t}}}$ = {x_t:g}", fontsize=10)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    fig.suptitle(f"The exact reverse of a jump of k steps, from $x_{{{t}}}$ = {x_t:g}")
     return fig
 
 
@@ -421,7 +502,7 @@ def score_shift_figure(means, std: float, x_t: float, t: int, diffusion, weights
 
 
 def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distances=None, title: str = "",
-                      lim: float = 3.0, max_points: int = 2000, figsize=(9.5, 4.0)):
+                      lim: float = 3.0, max_points: int = 2000, figsize=(8.0, 3.9)):
     """One moment of ancestral sampling (DDPM Algorithm 2) in 2-D.
 
     ``trajectory``: (K + 1, N, 2), entry k the cloud after k reverse steps
@@ -433,8 +514,8 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
     K = len(traj) - 1
     step = int(min(max(step, 0), K))
     with_curve = distances is not None
-    fig, axes = plt.subplots(1, 2 if with_curve else 1, figsize=figsize if with_curve else (4.4, 4.0),
-                             layout="constrained", squeeze=False, width_ratios=[1, 1.15] if with_curve else None)
+    fig, axes = plt.subplots(1, 2 if with_curve else 1, figsize=figsize if with_curve else (4.4, 4.2),
+                             layout="constrained", squeeze=False, width_ratios=[1, 1] if with_curve else None)
     ax = axes[0, 0]
     if data is not None:
         d = torch.as_tensor(data).float().cpu().numpy()[:max_points]
@@ -447,8 +528,8 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
         ax.plot(traj[step, i, 0], traj[step, i, 1], "o", color=color, mec="k", ms=6, zorder=5)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     ax.set_xticks([]), ax.set_yticks([])
-    ax.legend(fontsize=7, loc="lower right", markerscale=3)
-    ax.set_title(f"after {step} of {K} reverse steps: x_{K - step}", fontsize=10)
+    ax.legend(loc="lower right", markerscale=3, handlelength=1, borderpad=0.3, handletextpad=0.3)
+    ax.set_title(f"after {step} of {K} reverse steps: x_{K - step}")
     if with_curve:
         ax2 = axes[0, 1]
         steps, values = distances
@@ -457,12 +538,13 @@ def trajectory_figure(trajectory, step: int, data=None, n_paths: int = 5, distan
         ax2.plot([step], [current], "o", color="crimson", ms=7, zorder=5)
         ax2.axvline(step, color="crimson", lw=0.8, alpha=0.6)
         ax2.set_yscale("log")
-        ax2.set_xlabel("reverse steps done (x_T on the left, x_0 on the right)")
-        ax2.set_ylabel("mean distance to the nearest data point")
-        ax2.set_title(f"distance to the data: {current:.3f}", fontsize=10)
+        plain_ticks(ax2.yaxis)
+        ax2.set_xlabel("reverse steps done (x_T → x_0)")
+        ax2.set_ylabel("mean distance to the data")
+        ax2.set_title(f"distance to the data: {current:.3f}")
         ax2.grid(alpha=0.3, which="both")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     return fig
 
 
@@ -520,7 +602,7 @@ def vb_terms_figure(vb, prior_bpd, title: str | None = None):
     prior = float(prior.mean())
     T = len(vb)
     total = vb.sum() + prior
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(style.WIDTH_IN, 4.2), layout="constrained")
     ts = np.arange(1, T)
     ax.plot(ts, vb[1:], color="tab:blue", lw=1.5,
             label=r"$L_{t-1} = D_{KL}(q(x_{t-1}|x_t,x_0)\,\Vert\,p_\theta(x_{t-1}|x_t))$")
@@ -530,17 +612,18 @@ def vb_terms_figure(vb, prior_bpd, title: str | None = None):
     ax.set_yscale("log")
     ax.set_xlabel("t")
     ax.set_ylabel("bits/dim")
-    ax.set_title(title or f"terms of the bound: total {total:.3f} bits/dim", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title("each term (log scale)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    fig.suptitle(title or f"terms of the bound: total {total:.3f} bits/dim")
     ax.grid(alpha=0.3)
     share = np.cumsum(np.concatenate([vb, [prior]])) / total
     ax2.plot(np.arange(T + 1), share, color="k")
     ax2.set_xlabel("t")
-    ax2.set_ylabel("share of the bound from steps ≤ t")
+    ax2.set_ylabel("share from steps ≤ t")
     ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3)
-    ax2.set_title(f"L_0: {vb[0] / total:.0%}, steps 1–{T // 10}: {vb[1:T // 10 + 1].sum() / total:.0%}, "
-                  f"L_T: {prior / total:.1%}", fontsize=10)
+    ax2.set_title(f"L₀ {vb[0] / total:.0%}, steps 1–{T // 10} {vb[1:T // 10 + 1].sum() / total:.0%}, "
+                  f"L_T {prior / total:.1%}")
     return fig
 
 
@@ -565,7 +648,7 @@ def vlb_weights(diffusion: GaussianDiffusion, figsize=(5, 3.2)):
     ax.set_yscale("log")
     ax.set_xlabel("t")
     ax.set_ylabel(r"weight of $\Vert\epsilon - \epsilon_\theta\Vert^2$")
-    ax.legend(fontsize=8)
+    ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
@@ -574,24 +657,26 @@ def vlb_weights(diffusion: GaussianDiffusion, figsize=(5, 3.2)):
 # 04 learned variance: beta-tilde against beta, eq. 15, samples side by side
 # ======================================================================================================================
 def variance_ratio_figure(num_timesteps: Sequence[int] = (100, 1000, 4000), schedules=("linear", "cosine"),
-                          figsize=(9, 3.3)):
+                          figsize=(8.0, 3.4)):
     """Improved DDPM Figure 1: beta-tilde_t / beta_t against t / T for chains of several lengths, one panel per
     schedule. The two fixed choices of Sigma only differ near t = 0, and less so the longer the chain."""
     fig, axes = plt.subplots(1, len(schedules), figsize=figsize, layout="constrained", squeeze=False, sharey=True)
     for ax, name in zip(axes[0], schedules):
-        for T in num_timesteps:
+        for i, T in enumerate(num_timesteps):  # the curves meet near 1: solid, dashed, dotted, to see each
             d = GaussianDiffusion(get_betas(name, T))
-            ax.plot(np.arange(1, T) / T, d.posterior_variance[1:] / d.betas[1:], label=f"T = {T}")
+            ax.plot(np.arange(1, T) / T, d.posterior_variance[1:] / d.betas[1:], label=f"T = {T}",
+                    ls=LINE_STYLES[i % len(LINE_STYLES)], lw=2.5 if i == 0 else 1.8)
         ax.set_xscale("log")
+        plain_ticks(ax.xaxis)
         ax.set_xlabel("diffusion step t / T (log scale)")
-        ax.set_title(f"{name} schedule", fontsize=10)
+        ax.set_title(f"{name} schedule")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend()
     axes[0, 0].set_ylabel("β̃ₜ / βₜ")
     return fig
 
 
-def variance_interpolation_figure(diffusion: GaussianDiffusion, v: float, t: int, learned=None, figsize=(10, 3.6)):
+def variance_interpolation_figure(diffusion: GaussianDiffusion, v: float, t: int, learned=None, figsize=(8.0, 3.8)):
     """Eq. 15 of Improved DDPM: Sigma_t = exp(v log beta_t + (1 - v) log beta-tilde_t).
 
     Left: Sigma_t / beta_t against t (log-log): beta (1), beta-tilde, Sigma for the constant ``v``, and for the
@@ -611,32 +696,35 @@ def variance_interpolation_figure(diffusion: GaussianDiffusion, v: float, t: int
         lt, lv = (np.asarray(a, dtype=np.float64) for a in learned)
         v_all = np.interp(np.arange(T), lt, lv)
         ax.plot(ts, sigma_from_v(diffusion, v_all)[1:] / beta[1:], color="tab:blue", lw=2, label="Σₜ with learned v(t)")
-        ax2.plot(lt, lv, "o-", color="tab:blue", ms=3, label="learned v(t), mean over test images")
+        ax2.plot(lt, lv, "o-", color="tab:blue", ms=3, label="learned v(t)")
     ax.axvline(max(t, 1), color="crimson", lw=0.8)
     ax.set(xscale="log", xlabel="t (log scale)", ylabel="Σₜ / βₜ")
-    ax.set_title(f"t = {t}: β = {beta[t]:.3g}, β̃ = {diffusion.posterior_variance[t]:.3g}, "
-                 f"Σ(v = {v:.2f}) = {sigma_v[t]:.3g}", fontsize=9)
+    plain_ticks(ax.xaxis)
+    ax.set_title(f"t = {t}: β = {beta[t]:.3g}, β̃ = {diffusion.posterior_variance[t]:.3g},\n"
+                 f"Σ(v = {v:.2f}) = {sigma_v[t]:.3g}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(loc="lower right")
     ax2.axhline(v, color="tab:orange", ls="--", lw=2, label=f"v = {v:.2f}")
     ax2.axhline(0, color="tab:gray", lw=1), ax2.axhline(1, color="k", lw=1)
     ax2.axvline(t, color="crimson", lw=0.8)
     ax2.set(xscale="symlog", xlabel="t (log scale above 1)", ylabel="v: 0 gives β̃ₜ, 1 gives βₜ", xlim=(0, T))
-    ax2.set_title("the interpolation weight v of eq. 15", fontsize=9)
+    plain_ticks(ax2.xaxis)
+    ax2.set_title("the weight v of eq. 15")
     ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
+    ax2.legend()
     return fig
 
 
 def sample_grids_figure(grids, titles=None, ncol: int | None = None, suptitle: str = "", figsize=None):
     """Grids of images side by side: ``grids`` = {label: images (N, C, H, W) in [-1, 1]}; ``titles`` (same keys)
     replace the labels as panel titles."""
-    fig, axes = plt.subplots(1, len(grids), figsize=figsize or (3.3 * len(grids), 3.6), layout="constrained",
-                             squeeze=False)
+    width = min(style.WIDTH_IN, 2.7 * len(grids))
+    fig, axes = plt.subplots(1, len(grids), figsize=figsize or (width, width / len(grids) + 0.9),
+                             layout="constrained", squeeze=False)
     for ax, (label, images) in zip(axes[0], grids.items()):
         draw_grid(ax, images, ncol=ncol, title=(titles or {}).get(label, label))
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
+        fig.suptitle(suptitle)
     return fig
 
 
@@ -657,7 +745,7 @@ def draw_alpha_bar(ax, schedules: Mapping[str, GaussianDiffusion], t: int | None
         ax.axvline(t / T, color="crimson", lw=1)
         for name, d in schedules.items():
             ax.plot([t / T], [d.alphas_cumprod[t]], "o", color=SCHEDULE_COLORS.get(name), ms=6, mec="k")
-    ax.legend(fontsize=8)
+    ax.legend()
     ax.grid(alpha=0.3)
 
 
@@ -666,7 +754,7 @@ def alpha_bar_curves(schedules=("linear", "cosine"), t: int | None = None, num_t
     """alpha_bar_t throughout the diffusion for each schedule, like Improved DDPM Figure 5."""
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     draw_alpha_bar(ax, diffusions(schedules, num_timesteps), t)
-    ax.set_title("ᾱ" + SUBSCRIPT_T + " throughout diffusion", fontsize=10)
+    ax.set_title("ᾱ" + SUBSCRIPT_T + " throughout diffusion")
     return fig
 
 
@@ -674,12 +762,12 @@ def latent_grid(x0: torch.Tensor, schedules=("linear", "cosine"), n_cols: int = 
                 seed: int = 0):
     """Improved DDPM Figure 3: x_t at evenly spaced t from 0 to T-1, one row per schedule, the same noise."""
     ds = diffusions(schedules, num_timesteps)
-    fig, axes = plt.subplots(len(ds), n_cols, squeeze=False, figsize=(1.25 * n_cols, 1.4 * len(ds) + 0.3),
+    width = min(style.WIDTH_IN, 0.95 * n_cols + 0.4)
+    fig, axes = plt.subplots(len(ds), n_cols, squeeze=False, figsize=(width, (width - 0.4) / n_cols * len(ds) + 0.4),
                              layout="constrained")
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     for r, (name, d) in enumerate(ds.items()):
-        _draw_noised_row(axes[r], d, x0, evenly_spaced(d.num_timesteps, n_cols), noise, titles=r == 0, label=name,
-                         fontsize=10)
+        _draw_noised_row(axes[r], d, x0, evenly_spaced(d.num_timesteps, n_cols), noise, titles=r == 0, label=name)
     return fig
 
 
@@ -689,14 +777,16 @@ def schedule_comparison_figure(x0: torch.Tensor, t: int, schedules=("linear", "c
     ds = diffusions(schedules, num_timesteps)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     k = len(ds)
-    fig = plt.figure(figsize=(1.3 * n_cols, 2.9 + 1.45 * k), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9, 1.45 * k])
+    width = min(style.WIDTH_IN, 0.95 * n_cols + 0.4)
+    row = (width - 0.4) / n_cols + 0.1
+    fig = plt.figure(figsize=(width, 2.7 + row * k + 0.3), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.7, row * k + 0.3])
     axes_top = top.subplots(1, 1 + k, width_ratios=[2.4] + [1] * k)
     draw_alpha_bar(axes_top[0], ds, t)
-    axes_top[0].set_title(f"ᾱ{SUBSCRIPT_T}, t = {t}", fontsize=9)
+    axes_top[0].set_title(f"ᾱ{SUBSCRIPT_T}, t = {t}")
     grid = bottom.subplots(k, n_cols, squeeze=False)
     for i, (name, d) in enumerate(ds.items()):
-        _imshow(axes_top[1 + i], _noised(d, x0, [t], noise)[0], f"{name}: t = {t}, ᾱ = {d.alphas_cumprod[t]:.3f}")
+        _imshow(axes_top[1 + i], _noised(d, x0, [t], noise)[0], f"{name}\nᾱ = {d.alphas_cumprod[t]:.3f}")
         _draw_noised_row(grid[i], d, x0, evenly_spaced(d.num_timesteps, n_cols), noise, titles=i == 0, label=name)
     return fig
 
@@ -717,32 +807,56 @@ def moving_average(values, window: int) -> np.ndarray:
 def loss_curves_figure(curves, smoothing: int = 1, yscale: str = "log", markers=None, title: str = "",
                        ylabel: str = "training loss", figsize=(8, 3.4)):
     """Several loss curves on one axes: ``curves`` = {label: per-step losses}, each raw (faint) and as a moving
-    average over ``smoothing`` steps; ``markers`` = {label: step} draws labelled vertical lines."""
+    average over ``smoothing`` steps; ``markers`` = {label: step} draws labelled vertical lines.
+
+    Curves that coincide stay visible: each run has its own line style (solid, dashed, dotted) over a wider line
+    for the first, and a curve equal to an earlier one from its first step says so in the legend ("same as ...
+    up to step N"), e.g. two runs from the same start before their samplers differ."""
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    seen: dict[str, np.ndarray] = {}
     for i, (label, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=np.float64)
         if not len(values):
             continue
         color = f"C{i}"
         steps = np.arange(1, len(values) + 1)
+        same = _same_start(values, seen)
+        seen[label] = values
         ax.plot(steps, values, color=color, alpha=0.25, lw=0.7)
-        ax.plot(steps, moving_average(values, smoothing), color=color, lw=2,
-                label=f"{label}: {moving_average(values, smoothing)[-1]:.3g} at step {len(values)}")
+        ax.plot(steps, moving_average(values, smoothing), color=color, lw=3 if i == 0 else 2,
+                ls=LINE_STYLES[i % len(LINE_STYLES)], zorder=3 + i,
+                label=f"{label}: {moving_average(values, smoothing)[-1]:.3g} at step {len(values)}"
+                      + (f" (same as {same[0]} up to step {same[1]})" if same else ""))
     for label, step in (markers or {}).items():
         ax.axvline(step, color="k", ls=":", lw=1)
-        ax.annotate(label, (step, 0.03), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", ha="right",
-                    rotation=90)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -4), textcoords="offset points",
+                    va="top", ha="left", bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
     ax.set_yscale(yscale)
+    plain_ticks(ax.yaxis)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
     if any(len(v) for v in curves.values()):
-        ax.legend(fontsize=8)
-    ax.set_title(title or (f"moving average over {smoothing} steps" if smoothing > 1 else "raw losses"), fontsize=10)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center")
+    ax.set_title(title or (f"moving average over {smoothing} steps" if smoothing > 1 else "raw losses"))
     return fig
 
 
-def timestep_importance_figure(vb, probs=None, figsize=(10, 3.4)):
+def _same_start(values: np.ndarray, earlier: Mapping[str, np.ndarray]) -> tuple[str, int] | None:
+    """(label, n) of the earlier curve that ``values`` equals on its first n >= 2 steps (the longest such run)."""
+    best = None
+    for label, other in earlier.items():
+        n = min(len(values), len(other))
+        if n < 2:
+            continue
+        differs = ~np.isclose(values[:n], other[:n], rtol=1e-6, atol=0)
+        m = int(np.argmax(differs)) if differs.any() else n
+        if m >= 2 and (best is None or m > best[1]):
+            best = (label, m)
+    return best
+
+
+def timestep_importance_figure(vb, probs=None, figsize=(8.0, 3.8)):
     """Where L_vlb lives (Improved DDPM Figure 2 and section 3.3). ``vb``: (B, T) terms per image (column t =
     L_t, as ``calc_bpd_loop`` returns) or their (T,) mean. Left: the mean term and its root mean square
     sqrt(E[L_t^2]) against t (log-log). Right: the sampling distribution p_t proportional to that root mean square
@@ -753,30 +867,31 @@ def timestep_importance_figure(vb, probs=None, figsize=(10, 3.4)):
     mean, rms = vb2.mean(0), np.sqrt((vb2 ** 2).mean(0))
     ts = np.arange(T)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    ax.plot(ts + 1, mean, color="tab:blue", lw=1.5, label="E[Lₜ]")
-    ax.plot(ts + 1, rms, color="tab:orange", lw=1, ls="--", label="√E[Lₜ²]")
+    ax.plot(ts + 1, mean, color="tab:blue", lw=2.5, label="E[Lₜ]")
+    ax.plot(ts + 1, rms, color="tab:orange", lw=1.5, ls="--", label="√E[Lₜ²]")
     ax.set(xscale="log", yscale="log", xlabel="t + 1 (log scale; t = 0 is L₀)", ylabel="bits/dim")
-    ax.set_title(f"terms of L_vlb: the first 1% of steps hold {mean[: max(1, T // 100)].sum() / mean.sum():.0%}",
-                 fontsize=10)
+    plain_ticks(ax.xaxis)
+    ax.set_title(f"terms of L_vlb: the first 1%\nof steps hold {mean[: max(1, T // 100)].sum() / mean.sum():.0%}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend()
     p = rms / rms.sum()
-    ax2.plot(ts + 1, p, color="tab:orange", lw=1.5, label="pₜ ∝ √E[Lₜ²] (eq. 18), from these terms")
+    ax2.plot(ts + 1, p, color="tab:orange", lw=1.5, label="pₜ ∝ √E[Lₜ²] (eq. 18)")
     ax2.axhline(1.0 / T, color="k", ls="--", lw=1, label="uniform 1/T")
     if probs is not None:
         ax2.plot(ts + 1, np.asarray(probs, dtype=np.float64), color="tab:green", lw=1, alpha=0.8,
                  label="pₜ of a trained sampler")
     ax2.set(xscale="log", yscale="log", xlabel="t + 1 (log scale)", ylabel="pₜ")
-    ax2.set_title("how often to sample each t", fontsize=10)
+    plain_ticks(ax2.xaxis)
+    ax2.set_title("how often to sample each t")
     ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=7)
+    ax2.legend()
     return fig
 
 
 # ======================================================================================================================
 # 07 U-Net: the timestep embedding, the architecture, training progress
 # ======================================================================================================================
-def timestep_embedding_figure(embedding, timesteps=None, figsize=(10, 3.4)):
+def timestep_embedding_figure(embedding, timesteps=None, figsize=(8.0, 3.6)):
     """Left: the sinusoidal embedding of every t (rows) as an image, the cosines then the sines (columns).
     Right: the cosine similarity between the embeddings of every pair of timesteps: nearby t look alike."""
     e = torch.as_tensor(embedding).detach().double().cpu()
@@ -788,11 +903,11 @@ def timestep_embedding_figure(embedding, timesteps=None, figsize=(10, 3.4)):
     im = ax.imshow(e.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, extent=extent, interpolation="nearest")
     half = e.shape[1] // 2
     ax.axvline(half - 0.5, color="k", lw=0.8)
-    ax.set(xlabel=f"embedding dimension (0..{half - 1}: cos, {half}..{2 * half - 1}: sin)", ylabel="t",
+    ax.set(xlabel=f"embedding dimension\n(0..{half - 1}: cos, {half}..{2 * half - 1}: sin)", ylabel="t",
            title=f"timestep_embedding(t, {e.shape[1]})")
     fig.colorbar(im, ax=ax, shrink=0.8)
     im2 = ax2.imshow(sim, cmap="viridis", extent=(ts[0], ts[-1], ts[-1], ts[0]), interpolation="nearest")
-    ax2.set(xlabel="t", ylabel="t'", title="cosine similarity of the embeddings")
+    ax2.set(xlabel="t", ylabel="t'", title="cosine similarity")
     fig.colorbar(im2, ax=ax2, shrink=0.8)
     return fig
 
@@ -801,7 +916,7 @@ UNET_STAGE_COLORS = {"embed": "#eeeeee", "in": "#dddddd", "down": "#c6dbef", "mi
                      "up": "#c7e9c0", "out": "#dddddd"}
 
 
-def unet_diagram(rows, total: int | None = None, title: str | None = None, figsize=(10, 5.2),
+def unet_diagram(rows, total: int | None = None, title: str | None = None, figsize=(8.0, 5.0),
                  parameters: bool = True):
     """The U-Net as traced by :func:`ddpm_lite.models.summary.unet_summary`.
 
@@ -818,7 +933,7 @@ def unet_diagram(rows, total: int | None = None, title: str | None = None, figsi
     sizes = sorted({size(r) for r in blocks}, reverse=True)
     level = {s: i for i, s in enumerate(sizes)}
     max_c = max(r.channels for r in blocks)
-    many = len(blocks) > 24
+    many = len(blocks) > 20  # then the channel counts stand upright in their boxes
     if parameters:
         fig, (ax, axp) = plt.subplots(2, 1, figsize=figsize, layout="constrained", height_ratios=[2.3, 1],
                                       sharex=True)
@@ -833,10 +948,12 @@ def unet_diagram(rows, total: int | None = None, title: str | None = None, figsi
         attn = "attn" in r.kind
         ax.add_patch(plt.Rectangle((x - w / 2, y - 0.3), w, 0.6, facecolor=UNET_STAGE_COLORS[r.stage],
                                    edgecolor="crimson" if attn else "#555555", lw=2 if attn else 0.8, zorder=3))
-        ax.text(x, y, str(r.channels), ha="center", va="center", fontsize=7 if many else 8,
-                rotation=90 if many else 0, zorder=4)
+        if not many:
+            ax.text(x, y, str(r.channels), ha="center", va="center", zorder=4)
+        elif not pos or r.channels != blocks[len(pos) - 1].channels:  # too narrow: the count where it changes, above
+            ax.text(x, y + 0.32, str(r.channels), ha="center", va="bottom", zorder=4)
         if r.resolution != r.in_shape[-1] and r.stage != "embed":
-            ax.text(x, y - 0.34, "↓" if r.resolution < r.in_shape[-1] else "↑", ha="center", va="top", fontsize=9)
+            ax.text(x, y - 0.34, "↓" if r.resolution < r.in_shape[-1] else "↑", ha="center", va="top")
         pos[id(r)] = (x, y)
     for a, b in zip(blocks, blocks[1:]):
         (x0, y0), (x1, y1) = pos[id(a)], pos[id(b)]
@@ -857,10 +974,10 @@ def unet_diagram(rows, total: int | None = None, title: str | None = None, figsi
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=UNET_STAGE_COLORS[k], edgecolor="#555555")
                for k in ("down", "middle", "up")]
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="crimson", lw=2))
-    ax.legend(handles, ["down path", "middle", "up path (+ skip)", "self-attention"], fontsize=7,
-              ncol=1 if len(sizes) > 2 else 4, loc="lower left", frameon=False)
+    fig.legend(handles, ["down path", "middle", "up path (+ skip)", "self-attention"], ncols=4,
+               loc="outside lower center", frameon=False)
     total = total if total is not None else sum(r.params for r in rows)
-    ax.set_title(title or f"{total / 1e6:.2f} M parameters", fontsize=10)
+    ax.set_title(title or f"{total / 1e6:.2f} M parameters", wrap=True)
     if not parameters:
         return fig
     params = np.array([r.params for r in blocks], dtype=float)
@@ -868,17 +985,19 @@ def unet_diagram(rows, total: int | None = None, title: str | None = None, figsi
             lw=0.5)
     axp.set_yscale("log")
     axp.set_ylabel("parameters")
-    axp.set_xticks(xs, [r.name.replace("input_blocks.", "in").replace("output_blocks.", "out")
-                        .replace("middle_block", "mid") for r in blocks], rotation=90, fontsize=7)
+    names = [r.name.replace("input_blocks.", "in").replace("output_blocks.", "out").replace("middle_block", "mid")
+             for r in blocks]
+    every = max(1, math.ceil(len(blocks) / 24))  # at most 24 names: one every `every` blocks
+    axp.set_xticks(xs[::every], names[::every], rotation=90)
     axp.grid(alpha=0.3, axis="y")
     emb = next((r for r in rows if r.stage == "embed"), None)
     if emb is not None:
-        axp.set_title(f"parameters per block (and {emb.params:,} in the embedding: {emb.kind})", fontsize=8)
+        axp.set_title(f"parameters per block; {emb.params:,} in the embedding")
     return fig
 
 
 def training_progress_figure(losses, samples=None, step: int | None = None, smooth: float = 0.95,
-                             title: str | None = None, figsize=(9, 3.2)):
+                             title: str | None = None, figsize=(8.0, 3.4)):
     """Left: the training loss per step (faint) and its exponential moving average. Right: a grid of samples."""
     losses = np.asarray(losses, dtype=np.float64)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1.6, 1])
@@ -892,20 +1011,21 @@ def training_progress_figure(losses, samples=None, step: int | None = None, smoo
         ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
         ax.plot(steps, ema, color="tab:blue", lw=2, label="moving average")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        ax.set_title(f"step {step if step is not None else len(losses)}: loss {ema[-1]:.4f}", fontsize=10)
+        plain_ticks(ax.yaxis)
+        ax.legend()
+        ax.set_title(f"step {step if step is not None else len(losses)}: loss {ema[-1]:.4f}")
     else:
-        ax.set_title("waiting for the first steps", fontsize=10)
+        ax.set_title("waiting for the first steps")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3, which="both")
     if samples is not None:
-        draw_grid(ax2, samples, title="samples (EMA weights, the same noise each time)")
+        draw_grid(ax2, samples, title="samples (EMA weights,\nthe same noise each time)")
     else:
         ax2.axis("off")
-        ax2.set_title("samples appear here", fontsize=9)
+        ax2.set_title("samples appear here")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     return fig
 
 
@@ -922,58 +1042,70 @@ def draw_guidance_metrics(ax, metrics, current: float | None = None, scale_name:
     :func:`ddpm_lite.course.evaluate.sample_quality`).
     """
     scales = sorted(metrics)
-    for name, color in METRIC_COLORS.items():
-        ax.plot(scales, [metrics[s][name] for s in scales], "o-", color=color, label=name, ms=4)
+    for (name, color), marker in zip(METRIC_COLORS.items(), "os^"):  # curves may meet: a marker of their own
+        ax.plot(scales, [metrics[s][name] for s in scales], marker + "-", color=color, label=name, ms=5)
     if current is not None:
         ax.axvline(current, color="crimson", lw=1)
         for name, color in METRIC_COLORS.items():
             if current in metrics:
                 ax.plot([current], [metrics[current][name]], "o", color=color, ms=9, mec="crimson", mew=1.5)
     ax.set(xlabel=scale_name, ylim=(-0.03, 1.03))
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
 
 
 def guidance_explorer_figure(samples, label: int, scale: float, metrics, method: str = "classifier guidance",
-                             scale_name: str = "guidance scale s", figsize=(9, 3.6)):
+                             scale_name: str = "guidance scale s", figsize=(8.0, 3.8)):
     """Left: samples guided towards ``label`` at ``scale``. Right: the trade-off curves with ``scale`` marked."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.4])
     m = metrics[scale]
-    draw_grid(ax, samples, title=f"class {label}, {scale_name.split()[-1]} = {scale:g}")
+    draw_grid(ax, samples, title=f"{method}\nclass {label}, {scale_name.split()[-1]} = {scale:g}")
     draw_guidance_metrics(ax2, metrics, scale, scale_name)
-    ax2.set_title(f"{method}, {scale_name.split()[-1]} = {scale:g}: accuracy {m['accuracy']:.2f}, "
-                  f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, FID {m['fid']:.2f}", fontsize=9)
+    ax2.set_title(f"accuracy {m['accuracy']:.2f}, precision {m['precision']:.2f},\n"
+                  f"recall {m['recall']:.2f}, FID {m['fid']:.2f}")
     return fig
 
 
-def guidance_tradeoff_figure(curves, figsize=(9, 3.4)):
+def guidance_tradeoff_figure(curves, figsize=(8.0, 4.0)):
     """Several guidance methods side by side, independent of how each counts its scale.
 
     ``curves``: {method: {scale: {"accuracy", "precision", "recall", ...}}}. Left: precision against recall
-    (ADM Figure 4); right: label accuracy against recall. Each point is labelled with its scale.
+    (ADM Figure 4); right: label accuracy against recall. Points are labelled with their scale (the first method
+    above its points, the next below), except a point too close to one already labelled.
     """
     fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    for (method, metrics), marker in zip(curves.items(), "os^Dv"):
+    points = {ax: [] for ax in axes}
+    for i, ((method, metrics), marker) in enumerate(zip(curves.items(), "os^Dv")):
         scales = sorted(metrics)
         rec = [metrics[s]["recall"] for s in scales]
         for ax, key in zip(axes, ("precision", "accuracy")):
             ys = [metrics[s][key] for s in scales]
-            ax.plot(rec, ys, marker + "-", label=method, ms=5)
-            for s, x, y in zip(scales, rec, ys):
-                ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.plot(rec, ys, marker + LINE_STYLES[i % len(LINE_STYLES)], label=method, ms=5)
+            points[ax] += [(i, s, x, y) for s, x, y in zip(scales, rec, ys)]
+    for ax, pts in points.items():
+        xy = np.array([(x, y) for _, _, x, y in pts], dtype=float)
+        span = np.maximum(xy.max(0) - xy.min(0), 1e-9)
+        labelled = []
+        for i, s, x, y in pts:
+            here, side = np.array([x, y]) / span, i % 2
+            if any(np.hypot(*(here - p)) < 0.1 for p in labelled):
+                continue
+            labelled.append(here)
+            ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(4, 4 if side == 0 else -4),
+                        va="bottom" if side == 0 else "top")
     for ax, key in zip(axes, ("precision (fidelity)", "label accuracy")):
         ax.set(xlabel="recall (diversity)", ylabel=key)
-        ax.margins(0.12)
+        ax.margins(0.15)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("guidance trades diversity for fidelity (numbers: the scale)", fontsize=10)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(curves), 3))
+    fig.suptitle("guidance trades diversity for fidelity (numbers: the scale)")
     return fig
 
 
 # ======================================================================================================================
 # 09 FID: spoiled real images, the features' Gaussians
 # ======================================================================================================================
-def fid_explorer_figure(images, bars, current: str, title: str | None = None, figsize=(9, 3.6)):
+def fid_explorer_figure(images, bars, current: str, title: str | None = None, figsize=(8.0, 3.8)):
     """Left: a grid of (degraded) images. Right: horizontal bars of FID, ``current`` highlighted.
 
     ``bars``: {label: FID}, drawn top to bottom in order.
@@ -984,15 +1116,16 @@ def fid_explorer_figure(images, bars, current: str, title: str | None = None, fi
     values = [bars[k] for k in labels]
     colors = ["crimson" if k == current else "tab:gray" if "floor" in k else "tab:blue" for k in labels]
     ax2.barh(np.arange(len(labels)), values, color=colors)
-    ax2.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax2.set_yticks(np.arange(len(labels)), labels)
     ax2.invert_yaxis()
     for i, v in enumerate(values):
-        ax2.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+        ax2.text(v, i, f" {v:.2f}", va="center")
     ax2.set_xscale("symlog", linthresh=1.0)
     ax2.set_xlim(0, max(max(values) * 3, 10))
     ax2.set_xlabel("FID (digits features; lower is better)")
+    plain_ticks(ax2.xaxis)
     ax2.grid(alpha=0.3, axis="x")
-    fig.suptitle(title or f"{current}: FID {bars[current]:.2f}", fontsize=10)
+    fig.suptitle(title or f"{current}: FID {bars[current]:.2f}", wrap=True)
     return fig
 
 
@@ -1021,8 +1154,65 @@ def feature_gaussians_figure(sets, basis=None, figsize=(5.2, 4.2), n_points: int
             ax.plot(e[0], e[1], ls, color=color, lw=1.5, label=label if k == 1 else None)
         ax.plot(*mu, "x", color=color, ms=8, mew=2)
     ax.set(xlabel="feature PC 1", ylabel="feature PC 2", title="features and their fitted Gaussians (1σ, 2σ)")
-    ax.legend(fontsize=8)
+    ax.legend()
     ax.grid(alpha=0.3)
+    return fig
+
+
+def fid_floor_figure(sizes, fids, label: str = "real images", reference: str = "the reference",
+                     figsize=(6.4, 3.8)):
+    """FID of real images against a reference set, by the number n of images: the floor of every FID of n samples.
+
+    ``sizes`` (K,) the counts n; ``fids`` K sequences, the FIDs of random draws of n images (one draw is drawn
+    without an error bar). Log-log, mean ± std over the draws, and the line ∝ 1/n through the smallest n.
+    """
+    sizes = np.asarray(sizes, dtype=float)
+    mean = np.array([np.mean(f) for f in fids])
+    std = np.array([np.std(f, ddof=1) if len(f) > 1 else 0.0 for f in fids])
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    ax.errorbar(sizes, mean, yerr=std, fmt="o-", capsize=4, label=f"{label} (mean ± std of draws)")
+    ax.plot(sizes, mean[0] * sizes[0] / sizes, ":", color="gray", label="∝ 1 / n")
+    for n, m in zip(sizes, mean):
+        ax.annotate(f"{m:.2f}", (n, m), textcoords="offset points", xytext=(6, 4))
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlim(sizes.min() / 1.3, sizes.max() * 1.6)  # room for the last value's label
+    ax.set_xticks(sizes, [f"{n:g}" for n in sizes])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("n, the number of images")
+    ax.set_ylabel(f"FID against {reference}")
+    ax.set_title("the floor: FID of real images")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def fid_is_figure(sets, n_show: int = 24, ncol: int = 6, figsize=(8.0, 5.2)):
+    """What FID sees and an Inception-style score does not: a grid of each image set, then bars of both numbers.
+
+    ``sets``: {label: (images (N, C, H, W) in [-1, 1], FID, score)}; the first ``n_show`` images of each are drawn,
+    ``ncol`` to a row; the first set (real images) is drawn in grey.
+    """
+    labels = list(sets)
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.2])
+    grids = top.subplots(1, len(labels), squeeze=False)[0]
+    for ax, label in zip(grids, labels):
+        draw_grid(ax, sets[label][0][:n_show], ncol=ncol, title=label)
+    ax_fid, ax_is = bottom.subplots(1, 2, sharey=True)
+    y = np.arange(len(labels))
+    for ax, k, xlabel in ((ax_fid, 1, "FID against the test digits\n(lower is better)"),
+                          (ax_is, 2, "Inception-style score\n(higher counts as better)")):
+        values = [sets[label][k] for label in labels]
+        ax.barh(y, values, color=["tab:gray"] + ["tab:blue"] * (len(labels) - 1))
+        for i, v in enumerate(values):
+            ax.annotate(f"{v:.2f}", (v, i), textcoords="offset points", xytext=(4, 0), va="center")
+        ax.set_xlim(0, max(values) * 1.35)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, axis="x")
+    ax_fid.set_yticks(y, labels)
+    ax_fid.invert_yaxis()
     return fig
 
 
@@ -1037,13 +1227,14 @@ def _sweep_points(sweep, sampler: str):
     return np.array([p.steps for p in points]), points
 
 
-def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
-    """FID of each sampler of a :class:`~ddpm_lite.course.fast_sampling.Sweep` against its step count (log x),
-    the FID of as many real images dashed (the floor at that sample size) in a grey band of its spread over random
-    draws, and a ring at ``highlight`` (sampler, steps)."""
-    for sampler in sweep.samplers:
+def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None, legend: bool = True):
+    """FID of each sampler of a :class:`~ddpm_lite.course.fast_sampling.Sweep` against its step count (log x,
+    labelled with the step counts run), the FID of as many real images dashed (the floor at that sample size) in a
+    grey band of its spread over random draws, and a ring at ``highlight`` (sampler, steps)."""
+    for i, sampler in enumerate(sweep.samplers):  # curves may meet: a marker and a line style of their own
         steps, points = _sweep_points(sweep, sampler)
-        ax.plot(steps, [p.fid for p in points], "o-", ms=4, label=sampler, color=SAMPLER_COLORS.get(sampler))
+        ax.plot(steps, [p.fid for p in points], "os^Dv"[i % 5] + LINE_STYLES[i % len(LINE_STYLES)], ms=5,
+                label=sampler, color=SAMPLER_COLORS.get(sampler))
     if not np.isnan(sweep.real_fid):
         ax.axhline(sweep.real_fid, color="k", ls="--", lw=1, label="real images")
         if not np.isnan(sweep.real_fid_std):
@@ -1053,19 +1244,21 @@ def draw_fid_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
         p = sweep.get(*highlight)
         ax.plot([p.steps], [p.fid], "o", ms=11, mfc="none", mec="red", mew=2)
     ax.set_xscale("log")
+    plain_ticks(ax.xaxis, sweep.steps)
     ax.set_xlabel("sampling steps")
     ax.set_ylabel(f"FID ({sweep.points[0].num_samples} samples)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend()
 
 
-def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
-    """Measured samples per second against the step count (log-log), with the 1/steps line through the
-    fastest point: the cost of sampling is one network call per step."""
-    for sampler in sweep.samplers:
+def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None, legend: bool = True):
+    """Measured samples per second against the step count (log-log, labelled with the step counts run), with the
+    1/steps line through the fastest point: the cost of sampling is one network call per step."""
+    for i, sampler in enumerate(sweep.samplers):
         steps, points = _sweep_points(sweep, sampler)
-        ax.plot(steps, [p.samples_per_second for p in points], "o-", ms=4, label=sampler,
-                color=SAMPLER_COLORS.get(sampler))
+        ax.plot(steps, [p.samples_per_second for p in points], "os^Dv"[i % 5] + LINE_STYLES[i % len(LINE_STYLES)],
+                ms=5, label=sampler, color=SAMPLER_COLORS.get(sampler))
     best = max(sweep.points, key=lambda p: p.samples_per_second)
     ks = np.array(sweep.steps, dtype=float)
     ax.plot(ks, best.samples_per_second * best.steps / ks, color="gray", ls=":", lw=1, label="∝ 1 / steps")
@@ -1073,30 +1266,94 @@ def draw_speed_vs_steps(ax, sweep, highlight: tuple[str, int] | None = None):
         p = sweep.get(*highlight)
         ax.plot([p.steps], [p.samples_per_second], "o", ms=11, mfc="none", mec="red", mew=2)
     ax.set_xscale("log"), ax.set_yscale("log")
+    plain_ticks(ax.xaxis, sweep.steps)
+    plain_ticks(ax.yaxis)
     ax.set_xlabel("sampling steps")
-    ax.set_ylabel("samples / second (measured)")
+    ax.set_ylabel("samples / s (measured)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend()
 
 
-def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(11, 3.6)):
+def sampling_sweep_figure(sweep, sampler: str, steps: int, n_show: int = 36, figsize=(8.0, 4.3)):
     """The slide "quality against steps": samples of ``sampler`` at ``steps`` steps, then FID and measured speed
-    against the step count for every sampler, the chosen point ringed."""
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.25, 1.25])
+    against the step count for every sampler, the chosen point ringed; one legend below."""
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained", width_ratios=[1, 1.2, 1.2])
     if sweep.has(sampler, steps):
         p = sweep.get(sampler, steps)
         draw_grid(a0, p.samples[:n_show], title=f"{sampler}, {steps} steps")
         fig.suptitle(f"{sampler}, {steps} steps: FID {p.fid:.1f}, {p.seconds:.2f} s for {p.num_samples} samples "
-                     f"({p.samples_per_second:.1f} samples/s on this machine)", fontsize=10)
+                     f"({p.samples_per_second:.1f} samples/s on this machine)", wrap=True)
     else:
-        a0.text(0.5, 0.5, f"{sampler} was not run\nat {steps} steps", ha="center", va="center", fontsize=9)
-        a0.set_title(f"{sampler}, {steps} steps", fontsize=9)
-        fig.suptitle(f"{sampler}, {steps} steps: not run", fontsize=10)
+        a0.text(0.5, 0.5, f"{sampler}\nwas not run\nat {steps} steps", ha="center", va="center")
+        a0.set_title(f"{sampler}, {steps} steps")
+        fig.suptitle(f"{sampler}, {steps} steps: not run")
     a0.set_xticks([]), a0.set_yticks([])
-    draw_fid_vs_steps(a1, sweep, (sampler, steps))
-    a1.set_title("quality: FID (lower is better)", fontsize=9)
-    draw_speed_vs_steps(a2, sweep, (sampler, steps))
-    a2.set_title("cost: samples per second", fontsize=9)
+    draw_fid_vs_steps(a1, sweep, (sampler, steps), legend=False)
+    a1.set_title("quality: FID")
+    draw_speed_vs_steps(a2, sweep, (sampler, steps), legend=False)
+    a2.set_title("cost: speed")
+    legend_below(fig, a1, a2)
+    return fig
+
+
+def variance_gap_figure(diffusion: GaussianDiffusion, chains: Mapping[str, GaussianDiffusion],
+                        v_curves: Mapping[str, tuple] | None = None, figsize=(8.0, 3.6)):
+    """Where a learned variance matters: log(beta_t / beta-tilde_t), the factor in the gradient of L_t with respect
+    to v (Improved DDPM eq. 15), along the full chain and at the kept steps of respaced ``chains`` ({label:
+    SpacedDiffusion}); right, when ``v_curves`` = {label: (timesteps, v)} is given, those curves of v against t."""
+    fig, axes = plt.subplots(1, 2 if v_curves else 1, figsize=figsize, layout="constrained", squeeze=False)
+    ax = axes[0, 0]
+    t = np.arange(1, diffusion.num_timesteps)
+    ax.plot(t, np.log(diffusion.betas[1:] / diffusion.posterior_variance[1:]), color="k",
+            label=f"{diffusion.num_timesteps} steps")
+    for (label, chain), marker in zip(chains.items(), "osD^v"):
+        kept = chain.timestep_map.numpy()[1:]
+        ax.plot(kept, np.log(chain.betas[1:] / chain.posterior_variance[1:]), marker, ms=5, ls="none", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("t (original step)")
+    ax.set_ylabel("log(β / β̃)")
+    ax.set_title("the gap v interpolates across")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    if v_curves:
+        ax2 = axes[0, 1]
+        for (label, (ts, v)), marker in zip(v_curves.items(), "os^D"):
+            ax2.plot(ts, v, marker + "-", ms=5, label=label)
+        ax2.set_ylim(0, 1.05)
+        ax2.set_xlabel("t (original step)")
+        ax2.set_ylabel("v (0: β̃, 1: β)")
+        ax2.set_title("v used against v needed")
+        ax2.grid(alpha=0.3)
+        ax2.legend()
+    return fig
+
+
+def same_noise_figure(sweep, samplers: Sequence[str] = ("ancestral", "DDIM η=0"), n_show: int = 8,
+                      agreement: Mapping[str, Sequence[float]] | None = None, figsize=None):
+    """The same starting noise x_T through each sampler at every step count of a
+    :class:`~ddpm_lite.course.fast_sampling.Sweep`: one panel per sampler, one row of ``n_show`` samples per step
+    count. A deterministic sampler keeps its columns; ``agreement`` ({sampler: one number per row}, e.g. the share
+    of samples whose class matches the last row's) is written at the right end of each row."""
+    from ..images import make_grid
+
+    rows_max = max(len(sweep.steps_of(s)) for s in samplers)
+    fig, axes = plt.subplots(1, len(samplers), figsize=figsize or (8.0, 0.9 + 0.34 * rows_max),
+                             layout="constrained", squeeze=False)
+    for ax, sampler in zip(axes[0], samplers):
+        steps = sweep.steps_of(sampler)
+        rows = torch.cat([sweep.get(sampler, k).samples[:n_show] for k in steps])
+        ax.imshow(make_grid(rows, ncol=n_show), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        h = rows.shape[-2]
+        centres = [1 + r * (h + 1) + (h - 1) / 2 for r in range(len(steps))]
+        ax.set_yticks(centres, [f"{k}" for k in steps])
+        ax.set_xticks([])
+        ax.set_ylabel("sampling steps")
+        ax.set_title(sampler)
+        if agreement is not None and sampler in agreement:
+            right = ax.secondary_yaxis("right")
+            right.set_yticks(centres, [f"{a:.0%}" for a in agreement[sampler]])
+            right.set_ylabel(f"same class as at {steps[-1]}")
     return fig
 
 
@@ -1114,28 +1371,37 @@ def draw_waveform(ax, signal, sample_rate: int, title: str | None = None, ms: fl
     """One signal (L,) or (1, L) against time in milliseconds; only the first ``ms`` milliseconds (None: all)."""
     x = _as_signals(signal)[0]
     n = len(x) if ms is None else min(len(x), int(round(ms * sample_rate / 1000)))
-    ax.plot(np.arange(n) * 1000 / sample_rate, x[:n], lw=0.8, color=color)
+    ax.plot(np.arange(n) * 1000 / sample_rate, x[:n], lw=1.0, color=color)
     ax.set_ylim(-1.6, 1.6)
-    ax.set_xlabel("time (ms)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("time (ms)")
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
 
 
-def draw_spectrogram(ax, signal, sample_rate: int, title: str | None = None, n_fft: int = 256, hop: int = 32):
-    """The log-magnitude spectrogram (dB, 0 at the loudest bin) of one signal, frequency up to Nyquist."""
+def draw_spectrogram(ax, signal, sample_rate: int, title: str | None = None, n_fft: int = 256, hop: int = 32,
+                     colorbar: bool = False):
+    """The log-magnitude spectrogram (dB, 0 at the loudest bin) of one signal, frequency up to Nyquist; returns
+    the image (for a colour bar: ``colorbar=True`` adds one, in dB, to the right of the axes)."""
     from .waveforms import spectrogram
 
     x = torch.as_tensor(_as_signals(signal)[0])
     spec = spectrogram(x, n_fft=n_fft, hop=hop).numpy()
     duration = len(x) / sample_rate * 1000
-    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
-              extent=(0, duration, 0, sample_rate / 2))
-    ax.set_xlabel("time (ms)", fontsize=8)
-    ax.set_ylabel("Hz", fontsize=8)
-    ax.tick_params(labelsize=7)
+    im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
+                   extent=(0, duration, 0, sample_rate / 2))
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("Hz")
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
+    if colorbar:
+        _db_colorbar(ax, im)
+    return im
+
+
+def _db_colorbar(ax, image) -> None:
+    """A colour bar in dB for a spectrogram, just right of ``ax`` (an inset: ``fig.axes`` keeps its panels)."""
+    cax = ax.inset_axes([1.04, 0.0, 0.06, 1.0])
+    ax.figure.colorbar(image, cax=cax, label="dB", ticks=[-80, -40, 0])
 
 
 def waveform_figure(signals, sample_rate: int, titles: Sequence[str] | None = None, ms: float | None = 40.0,
@@ -1143,35 +1409,50 @@ def waveform_figure(signals, sample_rate: int, titles: Sequence[str] | None = No
     """One column per signal (N, 1, L): the waveform (first ``ms`` milliseconds) above its spectrogram."""
     x = _as_signals(signals)
     n = len(x)
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2, n, figsize=(min(style.WIDTH_IN, 2.0 * n + 0.6), 4.6), squeeze=False,
+                             layout="constrained", sharex="row", sharey="row")
     for i in range(n):
         title = titles[i] if titles is not None else f"signal {i}"
         draw_waveform(axes[0, i], x[i], sample_rate, title, ms)
-        draw_spectrogram(axes[1, i], x[i], sample_rate, n_fft=n_fft)
+        im = draw_spectrogram(axes[1, i], x[i], sample_rate, n_fft=n_fft)
+        if i:
+            axes[1, i].set_ylabel("")
+    _db_colorbar(axes[1, -1], im)
     return fig
 
 
 def waveform_noising_figure(diffusion: GaussianDiffusion, x0, timesteps: Sequence[int], sample_rate: int,
-                            seed: int = 0, ms: float | None = 40.0, n_fft: int = 256):
+                            seed: int = 0, ms: float | None = 40.0, n_fft: int = 256, max_cols: int = 3):
     """The forward process on one waveform (1, L): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps at each
-    of ``timesteps`` (one noise, drawn from ``seed``), waveforms above spectrograms, with the SNR in dB."""
+    of ``timesteps`` (one noise, drawn from ``seed``), waveforms above spectrograms, with the SNR in dB; at most
+    ``max_cols`` timesteps a row (``fig.axes``: the waveforms of a row, then its spectrograms, row after row)."""
     from .waveforms import snr_db
 
     x0 = torch.as_tensor(x0).float().reshape(1, -1)
     noisy = _noised(diffusion, x0, timesteps, seed=seed)
-    fig, axes = plt.subplots(2, len(timesteps), figsize=(2.4 * len(timesteps), 4.4), squeeze=False,
-                             layout="constrained")
+    ncols = min(len(timesteps), max_cols)
+    blocks = math.ceil(len(timesteps) / ncols)
+    fig, axes = plt.subplots(2 * blocks, ncols, figsize=(min(style.WIDTH_IN, 2.5 * ncols + 0.6), 3.7 * blocks),
+                             squeeze=False, layout="constrained", sharex="row", sharey="row")
+    for c in range(len(timesteps) - (blocks - 1) * ncols, ncols):  # the empty places of the last row
+        axes[-2, c].axis("off"), axes[-1, c].axis("off")
     for i, (t, x) in enumerate(zip(timesteps, noisy)):
+        r, c = 2 * (i // ncols), i % ncols
         snr = float(snr_db(x0, float(diffusion.alphas_cumprod[t]))[0])
-        draw_waveform(axes[0, i], x, sample_rate, f"t = {t}, SNR {round(snr):d} dB", ms)
-        draw_spectrogram(axes[1, i], x, sample_rate, n_fft=n_fft)
+        draw_waveform(axes[r, c], x, sample_rate, f"t = {t}, SNR {round(snr):d} dB", ms)
+        im = draw_spectrogram(axes[r + 1, c], x, sample_rate, n_fft=n_fft)
+        if c:
+            axes[r + 1, c].set_ylabel("")
+        if c == ncols - 1 or i == len(timesteps) - 1:
+            _db_colorbar(axes[r + 1, c], im)
     return fig
 
 
 def waveform_explorer_figure(diffusion: GaussianDiffusion, x0, t: int, sample_rate: int, noise=None, seed: int = 0,
                              ms: float = 20.0, n_fft: int = 256):
-    """The forward process on one waveform at step t: x_0 and x_t (the first ``ms`` milliseconds), the spectrogram
-    of x_t, and the SNR in dB against t with t marked (0 dB: signal and noise equally loud)."""
+    """The forward process on one waveform at step t: x_0 and x_t (the first ``ms`` milliseconds) across the top,
+    below them the spectrogram of x_t (in dB) and the SNR in dB against t with t marked (0 dB: signal and noise
+    equally loud)."""
     from .waveforms import snr_db
 
     x0 = torch.as_tensor(x0).float().reshape(1, -1)
@@ -1180,18 +1461,20 @@ def waveform_explorer_figure(diffusion: GaussianDiffusion, x0, t: int, sample_ra
     x_t = diffusion.q_sample(x0, torch.tensor([t]), noise.reshape(x0.shape).float())
     ab = float(diffusion.alphas_cumprod[t])
     curve = snr_db(x0.expand(diffusion.num_timesteps, -1), torch.from_numpy(diffusion.alphas_cumprod)).numpy()
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(12, 3.3), layout="constrained", width_ratios=[1.4, 1, 1])
+    fig = plt.figure(figsize=(style.WIDTH_IN, 5.2), layout="constrained")
+    panels = fig.subplot_mosaic([["wave", "wave"], ["spec", "snr"]], height_ratios=[1, 1.3])
+    a0, a1, a2 = panels["wave"], panels["spec"], panels["snr"]
     draw_waveform(a0, x_t, sample_rate, f"x{SUBSCRIPT_T}, t = {t}", ms)
     draw_waveform(a0, x0, sample_rate, None, ms, color="0.6")
     a0.lines[-1].set_label("x₀"), a0.lines[0].set_label(f"x{SUBSCRIPT_T}")
     a0.set_ylim(-3.5, 3.5)
-    a0.legend(fontsize=7, loc="upper right")
-    draw_spectrogram(a1, x_t, sample_rate, f"spectrogram of x{SUBSCRIPT_T}", n_fft=n_fft)
+    a0.legend(loc="upper right", ncols=2)
+    draw_spectrogram(a1, x_t, sample_rate, f"spectrogram of x{SUBSCRIPT_T}", n_fft=n_fft, colorbar=True)
     a2.plot(np.arange(diffusion.num_timesteps), curve, color="tab:purple")
     a2.axhline(0.0, color="k", lw=0.8, ls="--")
     a2.plot([t], [curve[t]], "o", color="tab:red")
-    a2.set_xlabel("t", fontsize=8), a2.set_ylabel("SNR (dB)", fontsize=8), a2.tick_params(labelsize=7)
-    a2.set_title(f"SNR({t}) = {curve[t]:.1f} dB", fontsize=9)
+    a2.set_xlabel("t"), a2.set_ylabel("SNR (dB)")
+    a2.set_title(f"SNR({t}) = {curve[t]:.1f} dB")
     a2.grid(alpha=0.3)
-    fig.suptitle(f"t = {t}: x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε", fontsize=10)
+    fig.suptitle(f"t = {t}: x{SUBSCRIPT_T} = {math.sqrt(ab):.3f}·x₀ + {math.sqrt(1 - ab):.3f}·ε")
     return fig

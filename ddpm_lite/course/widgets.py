@@ -39,12 +39,13 @@ import math
 import numbers
 
 import ipywidgets as W
+import matplotlib.pyplot as plt
 import torch
 from traitlets import TraitError
 
 from ..data import load_dataset, toy_2d
 from ..gaussian_diffusion import GaussianDiffusion
-from . import plotting
+from . import plotting, sound, style
 
 __all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTrajectoryExplorer", "ScoreFieldExplorer",
            "VarianceExplorer",
@@ -52,6 +53,8 @@ __all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTr
            "FastSamplingExplorer", "WaveformNoisingExplorer"]
 
 SCHEDULES = ("linear", "cosine")
+CLEAR_DIGIT = 3  # the training digit the explorers show: a clear 3 (picked after looking at the first 40)
+FULL_DESCRIPTION = {"description_width": "initial"}  # a control's description in full, never cut ("drop class…")
 
 
 # ======================================================================================================================
@@ -96,13 +99,19 @@ def _refuse(control, check) -> None:
 
 class FigureWidget:
     """Base class: subclasses build ``self.controls`` (with :meth:`_choice` and :meth:`_slider`, which refuse a
-    value they cannot show) and implement :meth:`figure`."""
+    value they cannot show) and implement :meth:`figure`.
 
-    dpi = 80
+    The figure is drawn at ``dpi`` (the course style's, :mod:`ddpm_lite.course.style`) and shown at its natural
+    width (its PNG's width in CSS px) with ``max-width: 100%``: never upscaled, shrunk only in an output area
+    narrower than it. ``png_info`` holds what the last PNG records: its dpi, size and smallest font.
+    """
+
+    dpi = style.DPI
 
     def __init__(self, controls):
         self.controls = list(controls)
-        self.image = W.Image(format="png")
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
+        self.png_info: dict = {}
         self.fig = None
         self.renders = 0
         for control in self.controls:
@@ -110,7 +119,7 @@ class FigureWidget:
                 control.on_click(self._on_click)
             else:
                 control.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox(self.controls), self.image])
+        self.widget = W.VBox([self._controls_box(), self.image])
         self.render()
 
     def _choice(self, name: str, options, value, cls=W.Dropdown, **kwargs):
@@ -118,6 +127,7 @@ class FigureWidget:
         now and whenever code sets it, a value not among its current options."""
         owner = type(self).__name__
         _check_choice(owner, name, value, options)
+        kwargs.setdefault("style", FULL_DESCRIPTION)
         control = cls(options=options, value=value, **kwargs)
         _refuse(control, lambda v: _check_choice(owner, name, v, control.options))
         return control
@@ -128,9 +138,14 @@ class FigureWidget:
         owner = type(self).__name__
         kind = "an integer" if issubclass(cls, W.IntSlider) else "a number"
         _check_range(owner, name, value, min, max, kind)
+        kwargs.setdefault("style", FULL_DESCRIPTION)
         control = cls(value=value, min=min, max=max, **kwargs)
         _refuse(control, lambda v: _check_range(owner, name, v, control.min, control.max, kind))
         return control
+
+    def _controls_box(self):
+        """The controls in a row that wraps onto a second line in a narrow output area."""
+        return W.HBox(self.controls, layout=W.Layout(flex_flow="row wrap"))
 
     def _on_change(self, change):
         self.render()
@@ -144,7 +159,9 @@ class FigureWidget:
     def render(self) -> bytes:
         """Redraw: figure -> PNG bytes in ``self.image.value``; the figure is closed and kept as ``.fig``."""
         fig = self.figure()
-        png = plotting.figure_to_png(fig, dpi=self.dpi, close=True)
+        png, self.png_info = style.render_png(fig, self.dpi)
+        plt.close(fig)
+        self.image.width = str(self.png_info["width_px"])  # natural size: one PNG pixel per CSS px
         self.fig = fig
         self.image.value = png
         self.renders += 1
@@ -181,7 +198,7 @@ class ForwardNoisingExplorer(FigureWidget):
                               layout=W.Layout(width="420px"))
         self.schedule = self._choice("schedule", list(SCHEDULES), schedule, description="schedule")
         self.images = {
-            "digit": digit if digit is not None else load_dataset("digits").images[0],
+            "digit": digit if digit is not None else load_dataset("digits").images[CLEAR_DIGIT],
             "photo": photo if photo is not None else plotting.sample_photo(photo_size),
         }
         self.points = points if points is not None else toy_2d("moons", 1000)
@@ -364,7 +381,7 @@ class ScheduleExplorer(FigureWidget):
         name = self.image_choice.value
         if name.startswith("digit"):
             if self._digit is None:
-                self._digit = load_dataset("digits").images[0]
+                self._digit = load_dataset("digits").images[CLEAR_DIGIT]
             return self._digit
         return plotting.sample_photo(int(name.split()[-1].split("x")[0]))
 
@@ -686,7 +703,7 @@ class WaveformNoisingExplorer(FigureWidget):
         self.new_noise = W.Button(description="new noise", tooltip="draw a new epsilon")
         self.audio = W.Audio(format="wav", autoplay=False, loop=False)
         super().__init__([self.t, self.new_noise])
-        self.widget = W.VBox([W.HBox(self.controls), self.image, self.audio])
+        self.widget = W.VBox([self._controls_box(), self.image, self.audio])
 
     def _on_click(self, button):
         self.seed += 1
@@ -700,6 +717,6 @@ class WaveformNoisingExplorer(FigureWidget):
         return self.diffusion.q_sample(self.x0, torch.tensor([self.t.value]), self.noise())
 
     def figure(self):
-        self.audio.value = self._wav(self.x_t(), self.sample_rate)
+        self.audio.value = self._wav(sound.repeat(self.x_t(), self.sample_rate, sound.MIN_SECONDS), self.sample_rate)
         return plotting.waveform_explorer_figure(self.diffusion, self.x0, self.t.value, self.sample_rate,
                                                  noise=self.noise(), ms=self.ms)
