@@ -462,10 +462,12 @@ class Exercise:
         if isinstance(value, complex) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)) or \
                 isinstance(value, np.complexfloating):
             a = np.asarray(value)
-            if np.abs(a.imag).max(initial=0) > 1e-6 * max(np.abs(a.real).max(initial=0), 1.0):
-                raise ComplexResult(f"returned a complex number{what} with an imaginary part of "
-                                f"{np.abs(a.imag).max():.3g}; the result is real: keep the .real part of what "
-                                "made it complex")
+            imag = float(np.abs(a.imag).max(initial=0))
+            if imag > 1e-6 * max(float(np.abs(a.real).max(initial=0)), 1.0):
+                raise ComplexResult(f"returned a complex number{what} with an imaginary part of {imag:.3g}; the "
+                                    "result is real: keep the .real part of what made it complex")
+            raise WrongKind(f"returned a complex number{what} (its imaginary part, {imag:.1g}, is rounding); return "
+                            f"its .real part{why or ' (the next cell compares it with real numbers)'}")
 
     def _check_tensor(self, value: torch.Tensor, spec: Output, case: Case, what: str, why: str) -> None:
         if value.device.type == "meta":
