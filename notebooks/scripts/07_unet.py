@@ -189,7 +189,7 @@ plt.show()
 # %% tags=["exercise"]
 def res_block_forward(block, x, emb):
     """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
-    ### BEGIN SOLUTION hint: y_s, y_b = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1); GroupNorm first, then scale and shift
+    ### BEGIN SOLUTION hint: block.emb_proj(emb) is (B, 2C): reshape it to (B, 2C, 1, 1) and split it in two; normalise h first
     h = block.in_conv(block.resample(F.silu(block.in_norm(x))))
     scale, shift = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)
     h = block.out_norm(h) * (1 + scale) + shift

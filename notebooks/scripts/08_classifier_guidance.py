@@ -186,7 +186,7 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
 # %% tags=["exercise"]
 def classifier_grad(classifier, x_t, t, y):
     """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
-    ### BEGIN SOLUTION hint: x = x_t.detach().requires_grad_(True); torch.log_softmax(classifier(x, t), dim=-1), then torch.autograd.grad
+    ### BEGIN SOLUTION hint: a copy of x_t that requires grad, the log-softmax over the classes at each label, then torch.autograd.grad
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         log_p = torch.log_softmax(classifier(x, t), dim=-1)[torch.arange(len(y)), y]

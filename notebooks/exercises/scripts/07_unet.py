@@ -185,7 +185,7 @@ plt.show()
 def res_block_forward(block, x, emb):
     """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: y_s, y_b = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1); GroupNorm first, then scale and shift")
+    raise NotImplementedError("hint: block.emb_proj(emb) is (B, 2C): reshape it to (B, 2C, 1, 1) and split it in two; normalise h first")
 
 
 res_block_forward = check_res_block_forward(res_block_forward)

@@ -188,7 +188,7 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
 def classifier_grad(classifier, x_t, t, y):
     """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: x = x_t.detach().requires_grad_(True); torch.log_softmax(classifier(x, t), dim=-1), then torch.autograd.grad")
+    raise NotImplementedError("hint: a copy of x_t that requires grad, the log-softmax over the classes at each label, then torch.autograd.grad")
 
 
 classifier_grad = check_classifier_grad(classifier_grad)
