@@ -236,3 +236,20 @@ def test_the_learners_line_is_quoted_when_it_crashes():
     fn = learner("alpha_bar = torch.cumprod(1 - betas, 0)[t.float()]\nreturn alpha_bar", "x0, t, noise, betas")
     assert_rejected("q_sample", fn, "raised IndexError", "at `alpha_bar = torch.cumprod(1 - betas, 0)[t.float()]`",
                     "t could not index the schedule")
+
+
+def test_where_a_wrong_answer_is_right_is_said_too():
+    """Wrong on one case, right on the others: the message says where it is right (a batch of one, 2-D points)."""
+    from exercise_helpers import learner
+
+    scaled_by_batch = learner("x = x_t.detach().requires_grad_(True)\n"
+                              "lp = torch.log_softmax(classifier(x, t), dim=-1)[torch.arange(len(y)), y]\n"
+                              "return torch.autograd.grad(lp.sum() / len(y) ** 0.5, x)[0]", "classifier, x_t, t, y")
+    assert_rejected("classifier_grad", scaled_by_batch, "the gradient is 1/2 of the right value everywhere",
+                    "(right for a batch of one)")
+
+    linear_only = learner("betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)\n"
+                          "ab = torch.cumprod(1 - betas, 0)[t].reshape(-1, *[1] * (x0.ndim - 1))\n"
+                          "return ab.sqrt() * x0 + (1 - ab).sqrt() * noise", "x0, t, noise, betas")
+    assert_rejected("q_sample", linear_only, "x_t has wrong values", "for another schedule (cosine) and RGB images",
+                    "(right for t = 0 and t = T-1 (2-D points in float64))")

@@ -580,7 +580,8 @@ class Exercise:
                                error=err)
 
     def _diagnose(self, fn: Callable) -> Verdict:
-        for i, case in enumerate(self.make_cases()):
+        cases = self.make_cases()
+        for i, case in enumerate(cases):
             where = f" for {case.label}" if case.label else ""
             expected = self.values(self.run(self.reference, case), case, strict=False)
             try:
@@ -624,8 +625,24 @@ class Exercise:
             mistake = self._known_mistake(run, case, got)
             if mistake is not None:
                 return self._wrong(f": {mistake.what}{where}", mistake.look, mistake.fix, mistake)
-            return self._wrong(": " + self._describe_difference(got, expected, case) + where)
+            text = self._describe_difference(got, expected, case)
+            fix = self.nan[1] if self.nan and "NaN or inf" in text else ""
+            return self._wrong(": " + text + where + self._right_elsewhere(fn, cases, i), fix=fix)
         return Verdict("correct", f"✅ {self.name}: correct — your function is used from here on")
+
+    def _right_elsewhere(self, fn: Callable, cases: list[Case], wrong: int) -> str:
+        """" (right for a batch of one)": the labelled cases where ``fn`` is right, to say where it is wrong."""
+        right = []
+        for j, case in enumerate(cases):
+            if j == wrong or not case.label:
+                continue
+            try:
+                got = self.values(self.run(fn, case), case)
+                if self._all_close(got, self.values(self.run(self.reference, case), case, strict=False)):
+                    right.append(case.label)
+            except Exception:  # noqa: BLE001 - a case it fails on is not a case it is right for
+                continue
+        return f" (right for {'; '.join(right)})" if right else ""
 
     def _known_mistake(self, run: Run, case: Case, got: list[np.ndarray] | None = None) -> Mistake | None:
         """The first known mistake whose output on ``case`` is the learner's (read leniently when not given)."""
