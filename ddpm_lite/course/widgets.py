@@ -68,6 +68,12 @@ class InvalidValue(ValueError, TraitError):
     """
 
 
+def _clear_digit() -> torch.Tensor:
+    """The training digit the explorers show by default (``CLEAR_DIGIT``; the first, if there are fewer)."""
+    images = load_dataset("digits").images
+    return images[min(CLEAR_DIGIT, len(images) - 1)]
+
+
 def _options(options) -> list:
     """The values of a selection's options: plain values, or (label, value) pairs."""
     return [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in options]
@@ -198,7 +204,7 @@ class ForwardNoisingExplorer(FigureWidget):
                               layout=W.Layout(width="420px"))
         self.schedule = self._choice("schedule", list(SCHEDULES), schedule, description="schedule")
         self.images = {
-            "digit": digit if digit is not None else load_dataset("digits").images[CLEAR_DIGIT],
+            "digit": digit if digit is not None else _clear_digit(),
             "photo": photo if photo is not None else plotting.sample_photo(photo_size),
         }
         self.points = points if points is not None else toy_2d("moons", 1000)
@@ -381,7 +387,7 @@ class ScheduleExplorer(FigureWidget):
         name = self.image_choice.value
         if name.startswith("digit"):
             if self._digit is None:
-                self._digit = load_dataset("digits").images[CLEAR_DIGIT]
+                self._digit = _clear_digit()
             return self._digit
         return plotting.sample_photo(int(name.split()[-1].split("x")[0]))
 
