@@ -4,6 +4,7 @@ learner-written answers below; the other notebooks' in tests/test_exercises_*.py
 a zoo of strange answers, the hint levels) in tests/test_exercises_feedback.py."""
 import linecache
 import math
+import re
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def test_strict_mode_raises(name, monkeypatch, capsys):
 
     with pytest.raises(NotImplementedError, match="hint"):
         ex.check(todo)
-    with pytest.raises(ExerciseError, match=f"❌ {name}: " + ex.mistakes[0].what[:10]):
+    with pytest.raises(ExerciseError, match=re.escape(ex.mistakes[0].what[:20])):
         ex.check(ex.mistakes[0].fn)
     assert ex.check(ex.reference) is ex.reference  # a right answer passes in strict mode too
     assert "✅" in capsys.readouterr().out

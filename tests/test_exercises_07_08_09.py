@@ -98,7 +98,7 @@ def _emb(t, dim, max_period=10000, sincos=False, denom=None, log=math.log, pad=T
     (lambda t, d, max_period=10000: _emb(t, d, max_period, denom=lambda dim: 1), ["fall far too fast"]),
     (lambda t, d, max_period=10000: _emb(t, d, max_period, denom=lambda dim: dim), ["fall half as fast"]),
     (lambda t, d, max_period=10000: _emb(t, d, max_period, log=math.log10), ["base-10 logarithm"]),
-    (lambda t, d, max_period=10000: _emb(t, d, max_period, pad=False), ["one column too few for an odd dim",
+    (lambda t, d, max_period=10000: _emb(t, d, max_period, pad=False), ["one column too few when dim is odd",
                                                                         "an odd dim (7)"]),
     (lambda t, d, max_period=10000: _emb(t, d), ["ignores the max_period argument", "max_period = 100"]),
     # wrong kinds: float64 (the network is float32), numpy, the (B, dim) table transposed
@@ -264,11 +264,11 @@ G_LOGITS = "logits = classifier(x, t)\n"
 
 @pytest.mark.parametrize("code, fragments", [
     (G_X + G_LOGITS + "return torch.autograd.grad(logits[torch.arange(len(y)), y].sum(), x)[0]",
-     ["the class's logit, not of its log-probability"]),
+     ["differentiates the class's logit, not its log-probability"]),
     (G_X + G_LOGITS + "p = logits.softmax(-1)[torch.arange(len(y)), y]\nreturn torch.autograd.grad(p.sum(), x)[0]",
-     ["the class's probability, not of its log"]),
+     ["differentiates the class's probability, not its log"]),
     (G_X + G_LOGITS + "lp = logits.log_softmax(-1)[torch.arange(len(y)), y]\n"
-     "return torch.autograd.grad(lp.mean(), x)[0]", ["divided by the batch size"]),
+     "return torch.autograd.grad(lp.mean(), x)[0]", ["divides each example's gradient by the batch size"]),
     (G_X + G_LOGITS + "loss = F.cross_entropy(logits, y, reduction='sum')\nreturn torch.autograd.grad(loss, x)[0]",
      ["points away from the class"]),
     (G_X + G_LOGITS + "lp = logits.log_softmax(-1)[torch.arange(len(y)), logits.argmax(-1)]\n"

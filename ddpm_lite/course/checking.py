@@ -290,6 +290,11 @@ def _learner_line(err: BaseException, fn: Callable) -> str:
         return ""
 
 
+# the verbs a diagnosis may start with ("uses base-10 logarithms"): "your function" goes in front
+VERBS = {"uses", "reads", "returns", "returned", "weighs", "maps", "mixes", "interpolates", "adds", "ignores",
+         "multiplies", "scales", "shifts", "sums", "moves", "compares", "points", "gives", "differentiates",
+         "divides", "draws", "takes"}
+
 # errors any exercise can meet: (regex on "Type: message", what it means, what to do)
 COMMON_ERRORS: list[tuple[str, str, str]] = [
     (r"^TypeError: .*(positional argument|required positional|unexpected keyword|takes \d+)",
@@ -582,7 +587,7 @@ class Exercise:
     def _diagnose(self, fn: Callable) -> Verdict:
         cases = self.make_cases()
         for i, case in enumerate(cases):
-            where = f" for {case.label}" if case.label else ""
+            where = f" — for {case.label}" if case.label else ""
             expected = self.values(self.run(self.reference, case), case, strict=False)
             try:
                 run = self.run(fn, case)
@@ -598,7 +603,7 @@ class Exercise:
             except ComplexResult as err:  # a known mistake may explain the imaginary part
                 mistake = self._known_mistake(run, case)
                 if mistake is not None:
-                    return self._wrong(f": {mistake.what}{where}", mistake.look, mistake.fix, mistake)
+                    return self._wrong(f": {self._said(mistake.what)}{where}", mistake.look, mistake.fix, mistake)
                 return self._wrong(f" {err}" + (where if i else ""))
             except WrongKind as err:
                 swapped = self._swapped(run, case, expected)
@@ -624,7 +629,7 @@ class Exercise:
                 return swapped
             mistake = self._known_mistake(run, case, got)
             if mistake is not None:
-                return self._wrong(f": {mistake.what}{where}", mistake.look, mistake.fix, mistake)
+                return self._wrong(f": {self._said(mistake.what)}{where}", mistake.look, mistake.fix, mistake)
             text = self._describe_difference(got, expected, case)
             fix = self.nan[1] if self.nan and "NaN or inf" in text else ""
             return self._wrong(": " + text + where + self._right_elsewhere(fn, cases, i), fix=fix)
@@ -681,7 +686,17 @@ class Exercise:
                                f"return {names[0]}, {names[1]}")
         return None
 
+    def _said(self, what: str) -> str:
+        """A diagnosis that starts with a verb gets its subject: "is 2 times ..." -> "the loss is 2 times ..."."""
+        first = what.split(" ", 1)[0]
+        if first in ("is", "has") and len(self.outputs) == 1:
+            return f"{self.outputs[0].name} {what}"
+        if first in VERBS:
+            return f"your function {what}"
+        return what
+
     def _explain_error(self, err: BaseException, fn: Callable, case: Case, where: str) -> Verdict:
+        where = where.replace(" — for ", " for ")
         text = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
         line = _learner_line(err, fn)
         at = f" at `{line}`" if line else ""

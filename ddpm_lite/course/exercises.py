@@ -1247,7 +1247,7 @@ TIMESTEP_EMBEDDING = register(Exercise(
         Mistake("the frequencies grow with i instead of shrinking", "the exponent is negative: "
                 "torch.exp(-math.log(max_period) * i / half)", _emb_with(sign=1.0),
                 look="the sign of the exponent"),
-        Mistake("has one column too few for an odd dim", "pad one column of zeros at the end when dim is odd: "
+        Mistake("has one column too few when dim is odd", "pad one column of zeros at the end when dim is odd: "
                 "F.pad(emb, (0, 1))", _emb_with(pad=False), look="what dim // 2 sines and cosines give for an odd dim"),
         Mistake("ignores the max_period argument", "use the max_period argument, not the constant 10000",
                 _emb_with(period=10000), look="the arguments of the function"),
@@ -1486,19 +1486,20 @@ CLASSIFIER_GRAD = register(Exercise(
              "require grad (or the computation ran under torch.no_grad())",
              "x = x_t.detach().requires_grad_(True), then the classifier on x, inside torch.enable_grad() if needed")],
     mistakes=[
-        Mistake("is the gradient of the class's logit, not of its log-probability: the other classes do not "
-                "count", "log_p = torch.log_softmax(classifier(x, t), dim=-1)[torch.arange(len(y)), y]",
+        Mistake("differentiates the class's logit, not its log-probability: the other classes do not count",
+                "log_p = torch.log_softmax(classifier(x, t), dim=-1)[torch.arange(len(y)), y]",
                 _grad_with(of="logits"), look="p(y | x_t) is a softmax over the classes"),
-        Mistake("is the gradient of the class's probability, not of its log", "take the gradient of "
+        Mistake("differentiates the class's probability, not its log", "take the gradient of "
                 "torch.log_softmax(...), not torch.softmax(...)", _grad_with(of="softmax"),
                 look="guidance follows the gradient of log p(y | x_t)"),
-        Mistake("is the right gradient divided by the batch size: the log-probabilities are averaged over the batch",
+        Mistake("divides each example's gradient by the batch size: the log-probabilities are averaged over the batch",
                 "torch.autograd.grad(log_p.sum(), x): each example gets its own full gradient",
                 _grad_with(reduce="mean"), look="how the batch's log-probabilities are reduced before the gradient"),
-        Mistake("points away from the class: the gradient of the negative log-probability (a cross-entropy)",
+        Mistake("the gradient points away from the class: it is that of the negative log-probability (a "
+                "cross-entropy)",
                 "the gradient of +log p(y | x_t)", _grad_with(sign=-1.0),
                 look="the sign: guidance climbs log p(y | x_t)"),
-        Mistake("is the gradient for the class the classifier predicts, not for the requested y",
+        Mistake("differentiates the log-probability of the class the classifier predicts, not of the requested y",
                 "pick the log-probabilities of y: log_p[torch.arange(len(y)), y]", _grad_with(target="argmax"),
                 look="which class's log-probability is differentiated"),
         Mistake("the softmax runs over the batch instead of over the classes", "torch.log_softmax(logits, dim=-1)",
