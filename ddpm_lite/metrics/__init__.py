@@ -18,6 +18,9 @@ Example::
 * :mod:`.evaluator` -- ``evaluate_samples``: FID, sFID, Inception Score, precision and recall in one table, the
   numbers of guided-diffusion's ``evaluations/evaluator.py``, in the space of any feature network.
 * :mod:`.likelihood` -- ``bits_per_dim`` over a test set with ``GaussianDiffusion.calc_bpd_loop``.
+* :mod:`.variance` -- ``variance_fit``: is a learned variance trained? The model's v(t) of Improved DDPM eq. 15
+  against ``kl_optimal_v``, the v*(t) its own x_0 errors ask for; ``variance_fit_figure``, ``log_variance_fit``
+  (a Trainer callback) and ``FixedV`` (sample with the oracle v*).
 """
 from .evaluator import EvaluationFeatures, SampleEvaluation, evaluate_samples, evaluation_features
 from .features import (
@@ -49,14 +52,17 @@ from .inception_score import (
 )
 from .likelihood import bits_per_dim
 from .precision_recall import PrecisionRecall, precision_recall
+from .variance import FixedV, VarianceFit, kl_optimal_v, log_variance_fit, variance_fit, variance_fit_figure
 
 __all__ = [
     "SPATIAL_CHANNELS",
     "DigitsFeatureNet",
     "EvaluationFeatures",
+    "FixedV",
     "InceptionV3Features",
     "PrecisionRecall",
     "SampleEvaluation",
+    "VarianceFit",
     "WeightsNotFoundError",
     "bits_per_dim",
     "class_logits",
@@ -73,10 +79,14 @@ __all__ = [
     "inception_score_from_logits",
     "inception_score_from_probs",
     "inception_score_splits",
+    "kl_optimal_v",
     "label_accuracy",
     "load_digits_feature_net",
+    "log_variance_fit",
     "precision_recall",
     "psd_factor",
     "reference_statistics",
     "trace_sqrt_product",
+    "variance_fit",
+    "variance_fit_figure",
 ]
