@@ -382,15 +382,16 @@ for w in weights:
     guided_model = ClassifierFreeGuidance(cond_model, w, null_label=cond_config.num_classes)
     free[w] = cond_sampler.p_sample_loop(guided_model, noise.shape, noise=noise, model_kwargs={"y": labels}).cpu()
 free_metrics = {w: sample_quality(x, labels, real_features, feature_net) for w, x in free.items()}
-fig = plotting.guidance_tradeoff_figure({"classifier guidance (s)": explorer.metrics,
-                                         "classifier-free guidance (w)": free_metrics})
+fig = plotting.guidance_tradeoff_figure({"classifier guidance (s)": explorer.metrics,  # CFG labelled by s = 1 + w
+                                         "classifier-free guidance (1 + w)": {1 + w: m for w, m in free_metrics.items()}})
 plt.show()
 assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone already follows the labels
 
 # %% [markdown]
-# Both walk the same road: more guidance, higher precision and accuracy, lower recall. The conditional model starts
-# much further along (it is trained on the labels, so at $w = 0$ it already draws the right class), and needs no
-# second network, which is why classifier-free guidance became the standard (GLIDE, Imagen, Stable Diffusion).
+# Both walk the same road (points labelled by the scale, $s$ or $1 + w$): more guidance, higher precision and
+# accuracy, lower recall. The conditional model starts much further along (it is trained on the labels, so at
+# $w = 0$ it already draws the right class), and needs no second network, which is why classifier-free guidance
+# became the standard (GLIDE, Imagen, Stable Diffusion).
 #
 # ### Exercise 3: the classifier-free mix, `classifier_free_eps`
 #

@@ -298,12 +298,12 @@ assert last < first  # more sampling steps, better samples
 # other. (The FIDs of `docs/claims.md` are measured against the training digits, with its floor of 0.571 for 360
 # samples: compare them with that floor, not with this notebook's numbers.)
 #
-# How do these compare with spoiled real digits? The bars of the explorer now include our models: find the noise
+# How do these compare with spoiled real digits? A second explorer has our models among its bars: find the noise
 # level that matches each one.
 
 # %%
-models_explorer = FIDExplorer(real, real_labels, test_features, net, benchmarks=model_fids)  # a second one:
-models_explorer  # the first stays as you left it above
+models_explorer = FIDExplorer(real, real_labels, test_features, net, benchmarks=model_fids)  # the first keeps its own
+models_explorer
 
 # %% [markdown]
 # ## What to remember

@@ -48,6 +48,7 @@ from ddpm_lite.configs import ExperimentConfig
 from ddpm_lite.course import plotting
 from ddpm_lite.course.exercises import check_ddim_step, check_respaced_betas, hint  # noqa: F401 - hint() on request
 from ddpm_lite.course.fast_sampling import sampling_sweep
+from ddpm_lite.course.learned_variance import interpolation_weights, kl_optimal_variance, xstart_errors
 from ddpm_lite.course.widgets import FastSamplingExplorer
 from ddpm_lite.data import load_dataset
 from ddpm_lite.images import make_grid
@@ -167,23 +168,14 @@ plt.show()
 #   1.42-1.43; at 100, $\tilde\beta$ 0.99, $\beta$ 1.12, learned 1.22. The paper's claim is **not** reproduced at
 #   this scale.
 #
-# Why we measure the opposite: the variance's $v$ of eq. 15 learns only from $L_\text{vlb}$ (eq. 16 stops its
-# gradient into the mean), and per pixel
-#
-# $$\frac{\partial L_t}{\partial v} = \frac12\Big(1 - \frac{\tilde\beta_t + (\tilde\mu_t - \mu_\theta)^2}
-#   {\Sigma_\theta}\Big)\,\log\frac{\beta_t}{\tilde\beta_t}.$$
-#
-# On the 1000-step chain the model trains on, $\log(\beta_t/\tilde\beta_t)$ is close to 0 except near $t = 0$, so
-# $v$ gets almost no gradient at most $t$ (a constant factor such as $\lambda = 0.001$ would not matter: Adam
-# divides it out of the updates of $v$'s own output weights; a factor near 0 at most $t$ it cannot). On a short
-# respaced chain the gap is wide at many of the steps, and there the sampler uses a $v$ that training never shaped.
-#
-# The cell measures the gap on each chain, then, at each step of the 10-step chain, the $v$ the shipped model
-# outputs (its mean over noised test digits) and the $v$ that step needs: the minimum of the expected $L_t$ over
-# $\Sigma$ is $\Sigma^* = \tilde\beta'_t + \mathbb{E}[(\tilde\mu_t - \mu_\theta)^2]$, and with the model's own
-# error of $\hat x_0$ that is $\tilde\beta'_t + c_t^2\,\mathbb{E}[(x_0 - \hat x_0)^2]$ ($c_t$ the coefficient of $x_0$
-# in $\tilde\mu_t$, DDPM eq. 7), so $v^* = \log(\Sigma^*/\tilde\beta'_t) / \log(\beta'_t/\tilde\beta'_t)$, clipped
-# to $[0, 1]$.
+# Why we measure the opposite (derived and measured step by step in notebook 04, sections 4 and 7): $v$ learns only
+# from $L_\text{vlb}$, and its gradient there carries the factor $\log(\beta_t/\tilde\beta_t)$, close to 0 at most
+# $t$ of the 1000-step chain the model trains on (a constant weight such as $\lambda = 0.001$ would not matter:
+# Adam divides it out of the updates of $v$'s own output weights; a factor near 0 at most $t$ it cannot). On a short
+# respaced chain $\beta'$ and $\tilde\beta'$ are far apart at many steps (not at all of them), and there the sampler
+# uses a $v$ that training did not shape. The cell measures the gap on each chain, then compares, at the steps of
+# the 10-step chain, the model's $v$ with the $v^*$ that step needs: the $v$ whose $\Sigma$ minimises the step's
+# term of the bound given the model's own error of $\hat x_0$ (`kl_optimal_variance`, notebook 04 section 7).
 
 # %%
 gap = np.log(diffusion.betas[1:] / diffusion.posterior_variance[1:])  # t = 1..T-1 (beta-tilde_0 = 0)
@@ -195,36 +187,27 @@ for label, chain in chains.items():
           f"{np.median(np.log(ratio)):.3f}")
 
 chain = chains["10 steps"]
-x0 = load_dataset("digits", "test").images[: pick(128, 32)].to(device)
-v_model, v_needed = [], []
-for i in range(1, chain.num_timesteps):  # step 0 has beta-tilde = 0: nothing to interpolate
-    t = torch.full((len(x0),), int(chain.timestep_map[i]), device=device)
-    x_t = diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(i)).to(device))
-    with torch.no_grad():
-        eps, v = model(x_t, t).chunk(2, dim=1)
-    ab = chain.alphas_cumprod[i]
-    x0_hat = ((x_t - (1 - ab) ** 0.5 * eps) / ab ** 0.5).clamp(-1, 1)  # as the sampler clips it
-    sigma_best = chain.posterior_variance[i] + chain.posterior_mean_coef1[i] ** 2 * (x0 - x0_hat).pow(2).mean().item()
-    v_needed.append(np.clip(np.log(sigma_best / chain.posterior_variance[i])
-                            / np.log(chain.betas[i] / chain.posterior_variance[i]), 0, 1))
-    v_model.append(((v + 1) / 2).mean().item())  # the model outputs v in [-1, 1]
-kept = chain.timestep_map.numpy()[1:]
-print("t:       ", kept.tolist())
+digits = load_dataset("digits", "test").images[: pick(64, 16)]
+kept = chain.timestep_map.numpy()
+errors = xstart_errors(model, diffusion, digits, kept, generator=torch.Generator(device=device).manual_seed(0))
+needed = kl_optimal_variance(chain, errors)  # steps 1..9: t, beta, beta_tilde, sigma, v
+v_model = interpolation_weights(model, diffusion, digits, needed["t"],
+                                generator=torch.Generator(device=device).manual_seed(0))
+print("t:        ", needed["t"].tolist())
 print("model's v:", np.round(v_model, 2).tolist())
-print("needed v: ", np.round(v_needed, 2).tolist())
-fig = plotting.variance_gap_figure(diffusion, chains, {"the model's v": (kept, v_model),
-                                                       "v needed, 10-step chain": (kept, v_needed)})
+print("needed v*:", np.round(needed["v"], 2).tolist())
+fig = plotting.variance_gap_figure(diffusion, chains, {"the model's v": (needed["t"], v_model),
+                                                       "v* needed, 10-step chain": (needed["t"], needed["v"])})
 plt.show()
 assert np.median(gap) < 0.01 and np.mean(chain.betas[1:] > 1.1 * chain.posterior_variance[1:]) > 0.5
 
 # %% [markdown]
 # The gap is wide at most steps of the 10-step chain and only near $t = 0$ on the full chain. At most steps the
-# model uses a $v$ well above the one its own errors call for: its steps add more noise than they should. That is
+# model uses a $v$ well above the $v^*$ its own errors call for: its steps add more noise than they should. That is
 # consistent with the FIDs above: the fixed $\tilde\beta$ ($v = 0$, closer to what these steps need) beats it at 10
-# steps, and the fixed $\beta$ ($v = 1$) does worse still. Why
-# the paper's models behave otherwise we have not measured: they were trained far longer, on larger images, and
-# with $T = 4000$, where the gap on the training chain is smaller still (median $\log(\beta_t/\tilde\beta_t)$ of
-# 0.0008).
+# steps, and the fixed $\beta$ ($v = 1$) does worse still. Why the paper's models behave otherwise we have not
+# measured: they were trained far longer, on larger images, and with $T = 4000$, where the gap on the training
+# chain is smaller still (median $\log(\beta_t/\tilde\beta_t)$ of 0.0008).
 #
 # ## 3. DDIM: a deterministic sampler for the same model
 #
@@ -403,7 +386,8 @@ print(explorer.titles[0])
 # Tables 1-3 are such numbers).
 #
 # The same bound can be computed on a respaced chain: it is then the bound of the $K$-step model that samples with
-# those steps. Fewer steps, looser bound: likelihood wants many steps too.
+# those steps. Fewer steps, looser bound: likelihood wants many steps too. (How the length of the *training* chain,
+# $T = 1000$ against 4000, moves the bound is notebook 05, section 6.)
 
 # %%
 test_images = load_dataset("digits", "test").images
