@@ -1320,7 +1320,7 @@ def variance_gap_figure(diffusion: GaussianDiffusion, chains: Mapping[str, Gauss
         ax2 = axes[0, 1]
         for (label, (ts, v)), marker in zip(v_curves.items(), "os^D"):
             ax2.plot(ts, v, marker + "-", ms=5, label=label)
-        ax2.set_ylim(0, 1.05)
+        ax2.set_ylim(0, max(1.05, 1.05 * max(float(np.max(v)) for _, v in v_curves.values())))
         ax2.set_xlabel("t (original step)")
         ax2.set_ylabel("v (0: β̃, 1: β)")
         ax2.set_title("v used against v needed")
