@@ -5,8 +5,9 @@
   (Algorithm 1) or the predicted noise by -sqrt(1 - alpha_bar_t) times it for DDIM (Algorithm 2). The shift
   itself lives in :meth:`GaussianDiffusion.condition_mean` / :meth:`~GaussianDiffusion.condition_score`; this
   module builds the ``cond_fn`` they call.
-- Classifier-free guidance (Ho & Salimans 2022): one model trained with labels dropped to a null label;
-  eps_guided = (1 + w) eps(x_t, y) - w eps(x_t, null).
+- Classifier-free guidance (Ho & Salimans 2021, NeurIPS workshop; arXiv 2207.12598): one model trained with
+  labels dropped to a null label; eps_guided = (1 + w) eps(x_t, y) - w eps(x_t, null), which in score terms is
+  grad log p(x_t) + (1 + w) grad log p(y | x_t): classifier guidance with scale s = 1 + w.
 
 :func:`~ddpm_lite.sampling.generate` takes a ``cond_fn``: ``generate(LabelBlind(model), diffusion, shape, y=labels,
 cond_fn=classifier_cond_fn(classifier, scale))``.

@@ -46,7 +46,8 @@ class UniformSampler(ScheduleSampler):
 
 class LossSecondMomentResampler(ScheduleSampler):
     """p(t) proportional to sqrt(E[L_t^2]) over the last ``history_per_term`` losses at each t (Improved DDPM
-    eq. 18), mixed with a uniform ``uniform_prob``; uniform until every t has a full history ("warm")."""
+    §3.3, eq. 18), uniform until every t has a full history ("warm", as in the paper); mixed with a uniform
+    ``uniform_prob``, which is the reference code's (improved-diffusion), not the paper's."""
 
     def __init__(self, num_timesteps: int, history_per_term: int = 10, uniform_prob: float = 0.001):
         super().__init__(num_timesteps)

@@ -1140,9 +1140,10 @@ IMPORTANCE = register(Exercise(
                     plural=True,
                     why="they multiply float64 losses in the next cell")],
     look="eq. 18: p_t follows the root mean square of each t's recent losses (averaged over the history of that "
-         "t), normalised, then mixed with a little of the uniform distribution; the weights undo the over-sampling",
+         "t), normalised; then (as the reference code does) mixed with a little of the uniform distribution; the "
+         "weights undo the over-sampling",
     formula="p_t = sqrt(mean_k loss_history[t, k]^2), normalised to sum to 1, then (1 - uniform_prob) p_t + "
-            "uniform_prob / T; weights_t = 1 / (T p_t) (eq. 18)",
+            "uniform_prob / T (the mixing is the reference code's, not eq. 18's); weights_t = 1 / (T p_t)",
     mistakes=[
         Mistake("p follows the second moment of the losses, without its square root",
                 "p_t proportional to sqrt(mean of L_t^2): (loss_history ** 2).mean(dim=1).sqrt()",

@@ -1,6 +1,7 @@
 """Fréchet Inception Distance (Heusel et al. 2017), as in "Diffusion Models Beat GANs" (sec. 3 and App. B).
 
-Fit a Gaussian to the features of each image set; FID is the Fréchet (2-Wasserstein) distance of the two::
+Fit a Gaussian to the features of each image set; FID is the SQUARED Fréchet (2-Wasserstein) distance of the two
+(Heusel et al. 2017, eq. 6)::
 
     FID = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)
 
