@@ -125,28 +125,44 @@ def test_scripts_are_valid_python(py):
 
 def test_strip_solutions():
     text = ("def f(x):\n"
-            "    ### BEGIN SOLUTION hint: return \"2 * x\"\n"
+            "    ### BEGIN SOLUTION\n"
             "    y = 2 * x\n"
             "    return y\n"
             "    ### END SOLUTION\n"
             "\n"
-            "def g():\n"
-            "    ### BEGIN SOLUTION\n"
-            "    return 1\n"
-            "    ### END SOLUTION\n")
+            "x = 1\n"
+            "### BEGIN SOLUTION\n"
+            "x = 2\n"
+            "### END SOLUTION\n")
     out, count = make_learner.strip_solutions(text)
     assert count == 2
     assert out == ("def f(x):\n"
                    "    # YOUR CODE HERE\n"
-                   "    raise NotImplementedError(\"hint: return \\\"2 * x\\\"\")\n"
+                   "    raise NotImplementedError(\"exercise: replace this line by your code (run hint('f') in a cell "
+                   "if you want a hint)\")\n"
                    "\n"
-                   "def g():\n"
-                   "    # YOUR CODE HERE\n"
-                   "    raise NotImplementedError(\"exercise: replace this line by your code\")\n")
+                   "x = 1\n"
+                   "# YOUR CODE HERE\n"
+                   "raise NotImplementedError(\"exercise: replace this line by your code (run hint('f') in a cell if "
+                   "you want a hint)\")\n")
     namespace = {}
-    exec(out, namespace)  # noqa: S102
-    with pytest.raises(NotImplementedError, match='hint: return "2 \\* x"'):
+    exec(out.split("x = 1")[0], namespace)  # noqa: S102
+    with pytest.raises(NotImplementedError, match=r"hint\('f'\)"):
         namespace["f"](1)
+
+
+def test_a_hint_on_the_solution_marker_is_refused():
+    """Hints come on request from the checker (hint('name')), never printed in the learner's stub up front."""
+    with pytest.raises(make_learner.SolutionMarkerError, match="on request"):
+        make_learner.strip_solutions("def f():\n    ### BEGIN SOLUTION hint: return 2\n    return 2\n"
+                                     "    ### END SOLUTION\n")
+
+
+def test_learner_stubs_hand_over_no_code():
+    for py in LEARNERS:
+        for line in py.read_text().splitlines():
+            if "raise NotImplementedError(" in line:
+                assert "hint: " not in line and "exercise: replace this line by your code" in line, line
 
 
 @pytest.mark.parametrize("bad", ["    ### BEGIN SOLUTION\n    x = 1\n",

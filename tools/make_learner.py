@@ -5,16 +5,17 @@ The instructor notebooks ``notebooks/scripts/NN_name.py`` (jupytext percent, the
 solution between two marker lines, nbgrader style::
 
     def q_sample(x0, t, noise, betas):
-        ### BEGIN SOLUTION hint: alpha_bar = torch.cumprod(1 - betas, dim=0)[t]
+        ### BEGIN SOLUTION
         ...
         ### END SOLUTION
 
+(no hint on that line: a learner gets hints only on request, from the exercise's checker, ``hint("q_sample")``).
 For every notebook with at least one such block, this writes ``notebooks/exercises/scripts/NN_name.py`` (paired
 with ``notebooks/exercises/NN_name.ipynb``) with each block
 replaced by::
 
         # YOUR CODE HERE
-        raise NotImplementedError("hint: alpha_bar = torch.cumprod(1 - betas, dim=0)[t]")
+        raise NotImplementedError("exercise: replace this line by your code (run hint('q_sample') in a cell ...)")
 
 and the Colab badge pointing at the learner version, then updates the paired ``.ipynb`` with
 ``jupytext --to ipynb --update`` (cell ids and any outputs kept).
@@ -41,6 +42,7 @@ LEARNER_SCRIPTS = LEARNER / "scripts"
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]+hint:[ \t]*(?P<hint>.*?))?[ \t]*$")
 END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
+DEF = re.compile(r"^[ \t]*def (\w+)\(")
 BADGE = "/blob/main/notebooks/{name}.ipynb"
 LEARNER_BADGE = "/blob/main/notebooks/exercises/{name}.ipynb"
 NOTE = ("> **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in "
@@ -65,9 +67,15 @@ def strip_solutions(text: str, source: str = "<text>") -> tuple[str, int]:
         if end:
             raise SolutionMarkerError(f"{source}:{lineno}: END SOLUTION without BEGIN SOLUTION")
         if begin:
+            if begin["hint"]:
+                raise SolutionMarkerError(f"{source}:{lineno}: hints live in the exercise's checker (hint('name') "
+                                          "in the notebook), not on the BEGIN SOLUTION line: the learner should see "
+                                          "a hint only on request")
             block, count = lineno, count + 1
             indent = begin["indent"]
-            message = f"hint: {begin['hint']}" if begin["hint"] else "exercise: replace this line by your code"
+            function = next((m[1] for m in map(DEF.match, reversed(out)) if m), None)
+            message = "exercise: replace this line by your code" + (
+                f" (run hint('{function}') in a cell if you want a hint)" if function else "")
             out.append(f"{indent}# YOUR CODE HERE\n")
             out.append(f"{indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})\n")
             continue

@@ -140,7 +140,7 @@ print(f"{len(betas)} steps, beta from {betas[0]:.1e} to {betas[-1]:.3f}")
 # %% tags=["exercise"]
 def q_sample(x0, t, noise, betas):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (DDPM eq. 4)."""
-    ### BEGIN SOLUTION hint: torch.cumprod gives alpha_bar; reshape alpha_bar[t] so it broadcasts against x0
+    ### BEGIN SOLUTION
     alpha_bar = torch.cumprod(1 - betas, dim=0)[t]
     alpha_bar = alpha_bar.reshape(-1, *[1] * (x0.ndim - 1))
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise

@@ -140,7 +140,7 @@ assert np.isclose((w * m).sum(), (0.3 + beta * score) / np.sqrt(alpha), atol=1e-
 # %% tags=["exercise"]
 def q_posterior(x0, x_t, t, betas):
     """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7)."""
-    ### BEGIN SOLUTION hint: alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]]); reshape per-t values to (B, 1, ...)
+    ### BEGIN SOLUTION
     alphas = 1 - betas
     alpha_bar = torch.cumprod(alphas, dim=0)
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]])
@@ -237,7 +237,7 @@ optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=confi
 # %% tags=["exercise"]
 def train_step(model, optimizer, diffusion, x0, generator):
     """One step of DDPM Algorithm 1 on the batch x0 (L_simple, then the optimiser); returns the loss, a number."""
-    ### BEGIN SOLUTION hint: t from torch.randint(..., generator=generator), then noise from torch.randn(..., generator=generator)
+    ### BEGIN SOLUTION
     t = torch.randint(0, diffusion.num_timesteps, (len(x0),), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     x_t = diffusion.q_sample(x0, t, noise)
@@ -291,7 +291,7 @@ assert np.allclose(diffusion.betas, betas.numpy())
 # %% tags=["exercise"]
 def p_sample(model, x_t, t, noise, betas):
     """x_{t-1} from x_t: the mean of DDPM eq. 11 plus sigma_t * noise, sigma_t^2 = beta-tilde_t (Algorithm 2)."""
-    ### BEGIN SOLUTION hint: eps = model(x_t, t); mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t)
+    ### BEGIN SOLUTION
     alphas = 1 - betas
     alpha_bar = torch.cumprod(alphas, dim=0)
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]])

@@ -79,7 +79,7 @@ LN2 = math.log(2.0)
 # %% tags=["exercise"]
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
-    ### BEGIN SOLUTION hint: sigma^2 = exp(logvar), so log(sigma2^2 / sigma1^2) = logvar2 - logvar1
+    ### BEGIN SOLUTION
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
                   + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
     ### END SOLUTION
@@ -172,7 +172,7 @@ assert torch.allclose(L_t, eq12, rtol=1e-4)
 # %% tags=["exercise"]
 def decoder_nll_bits(x0, mean, log_scale):
     """L_0 = -log p(x0 | x_1) of the discretised Gaussian decoder (DDPM eq. 13), in bits/dim, per example."""
-    ### BEGIN SOLUTION hint: each value's bin runs from x0 - 1/255 to x0 + 1/255 (to -inf / +inf at -1 / +1); P(bin) from the CDF
+    ### BEGIN SOLUTION
     scale = log_scale.exp()
     upper = torch.special.ndtr((x0 - mean + 1 / 255) / scale)
     lower = torch.special.ndtr((x0 - mean - 1 / 255) / scale)
@@ -255,7 +255,7 @@ plt.show()
 # %% tags=["exercise"]
 def simple_loss(model, diffusion, x0, t, noise):
     """L_simple per example (DDPM eq. 14)."""
-    ### BEGIN SOLUTION hint: make x_t with diffusion.q_sample, let the model predict the noise, average with mean_flat
+    ### BEGIN SOLUTION
     x_t = diffusion.q_sample(x0, t, noise)
     return mean_flat((noise - model(x_t, t)) ** 2)
     ### END SOLUTION

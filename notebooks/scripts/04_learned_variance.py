@@ -108,7 +108,7 @@ print(f"cosine, T = {T}: beta-tilde / beta < 0.9 for the first {np.argmax(ratio 
 # %% tags=["exercise"]
 def learned_range_log_variance(v, t, betas):
     """log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t (Improved DDPM eq. 15), beta-tilde_0 -> beta-tilde_1."""
-    ### BEGIN SOLUTION hint: beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * betas; then beta_tilde[0] = beta_tilde[1]
+    ### BEGIN SOLUTION
     alpha_bar = torch.cumprod(1 - betas, dim=0)
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]])
     beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * betas
@@ -177,7 +177,7 @@ assert grad_simple[:, 1].abs().sum() == 0 and grad_vlb[:, 0].abs().sum() == 0 an
 # %% tags=["exercise"]
 def hybrid_loss(model_output, noise, vlb_term, num_timesteps, lam=0.001):
     """L_simple + lam * L_vlb per example (Improved DDPM eq. 16), L_vlb ~ num_timesteps * L_t, the mean frozen in it."""
-    ### BEGIN SOLUTION hint: split model_output into eps and v (chunk along the channels); the stop-gradient is on eps in vlb_term
+    ### BEGIN SOLUTION
     eps, v = model_output.chunk(2, dim=1)
     l_simple = ((noise - eps) ** 2).mean(dim=tuple(range(1, noise.ndim)))
     return l_simple + lam * num_timesteps * vlb_term(eps.detach(), v)

@@ -86,7 +86,7 @@ print(f"linear: {np.mean(signal < 0.05):.0%} of the steps keep less than 5% of t
 # %% tags=["exercise"]
 def cosine_betas(num_timesteps, s=0.008, max_beta=0.999):
     """beta_1..beta_T of the cosine schedule (Improved DDPM eq. 17), clipped at max_beta."""
-    ### BEGIN SOLUTION hint: evaluate f at tau = i / T for i = 0..T, divide neighbours, clip with np.minimum
+    ### BEGIN SOLUTION
     tau = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
     f = np.cos((tau + s) / (1 + s) * math.pi / 2) ** 2
     return np.minimum(1 - f[1:] / f[:-1], max_beta)

@@ -121,7 +121,7 @@ assert abs(uniform_estimates.mean() - total) < 0.1 * total and uniform_estimates
 def importance_sampler_weights(loss_history, uniform_prob=0.001):
     """p_t proportional to sqrt(E[L_t^2]) (Improved DDPM eq. 18), mixed with the uniform (the reference code's
     LossSecondMomentResampler), and weights 1 / (T p_t)."""
-    ### BEGIN SOLUTION hint: rms = loss_history.pow(2).mean(dim=1).sqrt(); p = rms / rms.sum(); then mix, then 1 / (T p)
+    ### BEGIN SOLUTION
     history = torch.as_tensor(loss_history, dtype=torch.float64)
     T = history.shape[0]
     rms = history.pow(2).mean(dim=1).sqrt()

@@ -88,7 +88,7 @@ _ = torch.manual_seed(0)
 # %% tags=["exercise"]
 def timestep_embedding(t, dim, max_period=10000):
     """Sinusoidal embedding of timesteps t (B,) -> (B, dim): cosines, then sines, of t * max_period^(-i/half)."""
-    ### BEGIN SOLUTION hint: half = dim // 2 frequencies torch.exp(-math.log(max_period) * torch.arange(half) / half)
+    ### BEGIN SOLUTION
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
     args = t[:, None].float() * freqs[None]
@@ -189,7 +189,7 @@ plt.show()
 # %% tags=["exercise"]
 def res_block_forward(block, x, emb):
     """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
-    ### BEGIN SOLUTION hint: block.emb_proj(emb) is (B, 2C): reshape it to (B, 2C, 1, 1) and split it in two; normalise h first
+    ### BEGIN SOLUTION
     h = block.in_conv(block.resample(F.silu(block.in_norm(x))))
     scale, shift = block.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)
     h = block.out_norm(h) * (1 + scale) + shift

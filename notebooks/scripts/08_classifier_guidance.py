@@ -85,7 +85,7 @@ _ = torch.manual_seed(0)
 # %% tags=["exercise"]
 def guided_mean(mean, variance, grad, scale):
     """The mean of a guided reverse step (Algorithm 1): mu + s * Sigma * grad log p(y | x_t)."""
-    ### BEGIN SOLUTION hint: the shift is the gradient, scaled by s and by the step's covariance Sigma
+    ### BEGIN SOLUTION
     return mean + scale * variance * grad
     ### END SOLUTION
 
@@ -186,7 +186,7 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
 # %% tags=["exercise"]
 def classifier_grad(classifier, x_t, t, y):
     """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
-    ### BEGIN SOLUTION hint: a copy of x_t that requires grad, the log-softmax over the classes at each label, then torch.autograd.grad
+    ### BEGIN SOLUTION
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         log_p = torch.log_softmax(classifier(x, t), dim=-1)[torch.arange(len(y)), y]
@@ -402,7 +402,7 @@ assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone alread
 # %% tags=["exercise"]
 def classifier_free_eps(eps_cond, eps_uncond, w):
     """The classifier-free guided noise prediction (1 + w) eps(x, y) - w eps(x, null) (Ho & Salimans)."""
-    ### BEGIN SOLUTION hint: w = 0 must give eps_cond; larger w moves further from eps_uncond
+    ### BEGIN SOLUTION
     return (1 + w) * eps_cond - w * eps_uncond
     ### END SOLUTION
 

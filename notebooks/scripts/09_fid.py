@@ -115,7 +115,7 @@ print(f"features: train {train_features.shape}, test {test_features.shape}; "
 # %% tags=["exercise"]
 def frechet_distance_diag(mu1, var1, mu2, var2):
     """Frechet distance between N(mu1, diag(var1)) and N(mu2, diag(var2))."""
-    ### BEGIN SOLUTION hint: the squared distance of the means, plus the sum over dimensions of var1 + var2 - 2 sqrt(var1 var2)
+    ### BEGIN SOLUTION
     return np.sum((mu1 - mu2) ** 2) + np.sum(var1 + var2 - 2 * np.sqrt(var1 * var2))
     ### END SOLUTION
 
@@ -132,7 +132,7 @@ frechet_distance_diag = check_frechet_distance_diag(frechet_distance_diag)
 # %% tags=["exercise"]
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2): FID when these are feature statistics."""
-    ### BEGIN SOLUTION hint: the mean term as before, then np.trace of each sigma, minus twice the trace of scipy.linalg.sqrtm(sigma1 @ sigma2).real
+    ### BEGIN SOLUTION
     covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
     return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
     ### END SOLUTION

@@ -125,7 +125,7 @@ print(f"one call on 64 digits: {1000 * call:.1f} ms -> {T} steps: about {T * cal
 # %% tags=["exercise"]
 def respaced_betas(betas, kept):
     """beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}] over the sorted kept steps S, with alpha_bar[S_{-1}] = 1."""
-    ### BEGIN SOLUTION hint: alpha_bar = np.cumprod(1 - betas)[sorted(kept)]; divide by the previous kept one (1 first)
+    ### BEGIN SOLUTION
     alpha_bar = np.cumprod(1 - np.asarray(betas, dtype=np.float64))[sorted(kept)]
     return 1 - alpha_bar / np.append(1.0, alpha_bar[:-1])
     ### END SOLUTION
@@ -232,7 +232,7 @@ assert np.median(gap) < 0.01 and np.mean(chain.betas[1:] > 1.1 * chain.posterior
 # %% tags=["exercise"]
 def ddim_step(x_t, eps, alpha_bar, alpha_bar_prev, eta, noise):
     """One DDIM step (eq. 12) from x_t, given the predicted noise eps."""
-    ### BEGIN SOLUTION hint: x0 = (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5, then sigma from eq. 16
+    ### BEGIN SOLUTION
     x0 = (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5
     sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar)) ** 0.5 * (1 - alpha_bar / alpha_bar_prev) ** 0.5
     return alpha_bar_prev ** 0.5 * x0 + (1 - alpha_bar_prev - sigma ** 2) ** 0.5 * eps + sigma * noise

@@ -96,7 +96,7 @@ display(Audio(sound.sequence(examples, SAMPLE_RATE), rate=SAMPLE_RATE))  # the f
 # %% tags=["exercise"]
 def snr_db(x0, alpha_bar):
     """10 log10(alpha_bar * mean(x0^2) / (1 - alpha_bar)), one value per signal."""
-    ### BEGIN SOLUTION hint: power = x0.pow(2).flatten(1).mean(1); decibels of a power ratio: 10 * torch.log10(...)
+    ### BEGIN SOLUTION
     power = x0.double().pow(2).flatten(1).mean(1)
     alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
     return 10 * torch.log10(alpha_bar * power / (1 - alpha_bar))

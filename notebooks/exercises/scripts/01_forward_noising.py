@@ -143,7 +143,7 @@ print(f"{len(betas)} steps, beta from {betas[0]:.1e} to {betas[-1]:.3f}")
 def q_sample(x0, t, noise, betas):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (DDPM eq. 4)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: torch.cumprod gives alpha_bar; reshape alpha_bar[t] so it broadcasts against x0")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('q_sample') in a cell if you want a hint)")
 
 
 q_sample = check_q_sample(q_sample)

@@ -143,7 +143,7 @@ assert np.isclose((w * m).sum(), (0.3 + beta * score) / np.sqrt(alpha), atol=1e-
 def q_posterior(x0, x_t, t, betas):
     """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]]); reshape per-t values to (B, 1, ...)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('q_posterior') in a cell if you want a hint)")
 
 
 q_posterior = check_q_posterior(q_posterior)
@@ -232,7 +232,7 @@ optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=confi
 def train_step(model, optimizer, diffusion, x0, generator):
     """One step of DDPM Algorithm 1 on the batch x0 (L_simple, then the optimiser); returns the loss, a number."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: t from torch.randint(..., generator=generator), then noise from torch.randn(..., generator=generator)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('train_step') in a cell if you want a hint)")
 
 
 train_step = check_train_step(train_step)
@@ -278,7 +278,7 @@ assert np.allclose(diffusion.betas, betas.numpy())
 def p_sample(model, x_t, t, noise, betas):
     """x_{t-1} from x_t: the mean of DDPM eq. 11 plus sigma_t * noise, sigma_t^2 = beta-tilde_t (Algorithm 2)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: eps = model(x_t, t); mean = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('p_sample') in a cell if you want a hint)")
 
 
 p_sample = check_p_sample(p_sample)

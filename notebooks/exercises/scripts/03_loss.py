@@ -82,7 +82,7 @@ LN2 = math.log(2.0)
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: sigma^2 = exp(logvar), so log(sigma2^2 / sigma1^2) = logvar2 - logvar1")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('normal_kl') in a cell if you want a hint)")
 
 
 normal_kl = check_normal_kl(normal_kl)
@@ -173,7 +173,7 @@ assert torch.allclose(L_t, eq12, rtol=1e-4)
 def decoder_nll_bits(x0, mean, log_scale):
     """L_0 = -log p(x0 | x_1) of the discretised Gaussian decoder (DDPM eq. 13), in bits/dim, per example."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: each value's bin runs from x0 - 1/255 to x0 + 1/255 (to -inf / +inf at -1 / +1); P(bin) from the CDF")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('decoder_nll_bits') in a cell if you want a hint)")
 
 
 decoder_nll_bits = check_decoder_nll_bits(decoder_nll_bits)
@@ -251,7 +251,7 @@ plt.show()
 def simple_loss(model, diffusion, x0, t, noise):
     """L_simple per example (DDPM eq. 14)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: make x_t with diffusion.q_sample, let the model predict the noise, average with mean_flat")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('simple_loss') in a cell if you want a hint)")
 
 
 simple_loss = check_simple_loss(simple_loss)

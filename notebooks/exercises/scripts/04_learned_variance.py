@@ -111,7 +111,7 @@ print(f"cosine, T = {T}: beta-tilde / beta < 0.9 for the first {np.argmax(ratio 
 def learned_range_log_variance(v, t, betas):
     """log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t (Improved DDPM eq. 15), beta-tilde_0 -> beta-tilde_1."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * betas; then beta_tilde[0] = beta_tilde[1]")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('learned_range_log_variance') in a cell if you want a hint)")
 
 
 learned_range_log_variance = check_learned_range_log_variance(learned_range_log_variance)
@@ -173,7 +173,7 @@ assert grad_simple[:, 1].abs().sum() == 0 and grad_vlb[:, 0].abs().sum() == 0 an
 def hybrid_loss(model_output, noise, vlb_term, num_timesteps, lam=0.001):
     """L_simple + lam * L_vlb per example (Improved DDPM eq. 16), L_vlb ~ num_timesteps * L_t, the mean frozen in it."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: split model_output into eps and v (chunk along the channels); the stop-gradient is on eps in vlb_term")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('hybrid_loss') in a cell if you want a hint)")
 
 
 hybrid_loss = check_hybrid_loss(hybrid_loss)

@@ -89,7 +89,7 @@ print(f"linear: {np.mean(signal < 0.05):.0%} of the steps keep less than 5% of t
 def cosine_betas(num_timesteps, s=0.008, max_beta=0.999):
     """beta_1..beta_T of the cosine schedule (Improved DDPM eq. 17), clipped at max_beta."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: evaluate f at tau = i / T for i = 0..T, divide neighbours, clip with np.minimum")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('cosine_betas') in a cell if you want a hint)")
 
 
 cosine_betas = check_cosine_betas(cosine_betas)

@@ -124,7 +124,7 @@ def importance_sampler_weights(loss_history, uniform_prob=0.001):
     """p_t proportional to sqrt(E[L_t^2]) (Improved DDPM eq. 18), mixed with the uniform (the reference code's
     LossSecondMomentResampler), and weights 1 / (T p_t)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: rms = loss_history.pow(2).mean(dim=1).sqrt(); p = rms / rms.sum(); then mix, then 1 / (T p)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('importance_sampler_weights') in a cell if you want a hint)")
 
 
 importance_sampler_weights = check_importance_sampler_weights(importance_sampler_weights)

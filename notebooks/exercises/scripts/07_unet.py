@@ -91,7 +91,7 @@ _ = torch.manual_seed(0)
 def timestep_embedding(t, dim, max_period=10000):
     """Sinusoidal embedding of timesteps t (B,) -> (B, dim): cosines, then sines, of t * max_period^(-i/half)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: half = dim // 2 frequencies torch.exp(-math.log(max_period) * torch.arange(half) / half)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('timestep_embedding') in a cell if you want a hint)")
 
 
 timestep_embedding = check_timestep_embedding(timestep_embedding)
@@ -185,7 +185,7 @@ plt.show()
 def res_block_forward(block, x, emb):
     """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: block.emb_proj(emb) is (B, 2C): reshape it to (B, 2C, 1, 1) and split it in two; normalise h first")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('res_block_forward') in a cell if you want a hint)")
 
 
 res_block_forward = check_res_block_forward(res_block_forward)

@@ -88,7 +88,7 @@ _ = torch.manual_seed(0)
 def guided_mean(mean, variance, grad, scale):
     """The mean of a guided reverse step (Algorithm 1): mu + s * Sigma * grad log p(y | x_t)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: the shift is the gradient, scaled by s and by the step's covariance Sigma")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('guided_mean') in a cell if you want a hint)")
 
 
 guided_mean = check_guided_mean(guided_mean)
@@ -188,7 +188,7 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
 def classifier_grad(classifier, x_t, t, y):
     """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: a copy of x_t that requires grad, the log-softmax over the classes at each label, then torch.autograd.grad")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('classifier_grad') in a cell if you want a hint)")
 
 
 classifier_grad = check_classifier_grad(classifier_grad)
@@ -400,7 +400,7 @@ assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone alread
 def classifier_free_eps(eps_cond, eps_uncond, w):
     """The classifier-free guided noise prediction (1 + w) eps(x, y) - w eps(x, null) (Ho & Salimans)."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: w = 0 must give eps_cond; larger w moves further from eps_uncond")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('classifier_free_eps') in a cell if you want a hint)")
 
 
 classifier_free_eps = check_classifier_free_eps(classifier_free_eps)

@@ -118,7 +118,7 @@ print(f"features: train {train_features.shape}, test {test_features.shape}; "
 def frechet_distance_diag(mu1, var1, mu2, var2):
     """Frechet distance between N(mu1, diag(var1)) and N(mu2, diag(var2))."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: the squared distance of the means, plus the sum over dimensions of var1 + var2 - 2 sqrt(var1 var2)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('frechet_distance_diag') in a cell if you want a hint)")
 
 
 frechet_distance_diag = check_frechet_distance_diag(frechet_distance_diag)
@@ -134,7 +134,7 @@ frechet_distance_diag = check_frechet_distance_diag(frechet_distance_diag)
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2): FID when these are feature statistics."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: the mean term as before, then np.trace of each sigma, minus twice the trace of scipy.linalg.sqrtm(sigma1 @ sigma2).real")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('frechet_distance') in a cell if you want a hint)")
 
 
 frechet_distance = check_frechet_distance(frechet_distance)

@@ -128,7 +128,7 @@ print(f"one call on 64 digits: {1000 * call:.1f} ms -> {T} steps: about {T * cal
 def respaced_betas(betas, kept):
     """beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}] over the sorted kept steps S, with alpha_bar[S_{-1}] = 1."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: alpha_bar = np.cumprod(1 - betas)[sorted(kept)]; divide by the previous kept one (1 first)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('respaced_betas') in a cell if you want a hint)")
 
 
 respaced_betas = check_respaced_betas(respaced_betas)
@@ -233,7 +233,7 @@ assert np.median(gap) < 0.01 and np.mean(chain.betas[1:] > 1.1 * chain.posterior
 def ddim_step(x_t, eps, alpha_bar, alpha_bar_prev, eta, noise):
     """One DDIM step (eq. 12) from x_t, given the predicted noise eps."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: x0 = (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5, then sigma from eq. 16")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('ddim_step') in a cell if you want a hint)")
 
 
 ddim_step = check_ddim_step(ddim_step)

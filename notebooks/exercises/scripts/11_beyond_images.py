@@ -99,7 +99,7 @@ display(Audio(sound.sequence(examples, SAMPLE_RATE), rate=SAMPLE_RATE))  # the f
 def snr_db(x0, alpha_bar):
     """10 log10(alpha_bar * mean(x0^2) / (1 - alpha_bar)), one value per signal."""
     # YOUR CODE HERE
-    raise NotImplementedError("hint: power = x0.pow(2).flatten(1).mean(1); decibels of a power ratio: 10 * torch.log10(...)")
+    raise NotImplementedError("exercise: replace this line by your code (run hint('snr_db') in a cell if you want a hint)")
 
 
 snr_db = check_snr_db(snr_db)
