@@ -82,9 +82,14 @@ def _lab_env(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a copy of the notebooks: yields (base URL, its root); stopped by its PID at the end."""
-    root = tmp_path_factory.mktemp("lab")
+    yield from lab_server(tmp_path_factory.mktemp("lab"), list(MAIN_WIDGETS))
+
+
+def lab_server(root: Path, names):
+    """Start JupyterLab on copies of notebooks/NAME.ipynb for ``names`` in ``root``: yields (base URL, root) once it
+    answers, and stops it (by its PID) when resumed. Also used by tests/test_lab_figures.py."""
     (root / "notebooks").mkdir()
-    for name in MAIN_WIDGETS:
+    for name in names:
         shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root / "notebooks")
     home = root / ".jupyter"
     for plugin, settings in LAB_SETTINGS.items():
