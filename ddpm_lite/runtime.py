@@ -10,12 +10,60 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
-REPO_URL = "https://github.com/ddpm-lite/ddpm_lite"
+DISTRIBUTION = "ddpm-lite"
+URL_KEY = "Repository"  # the key of [project.urls] in pyproject.toml that holds the project's location
+_FALLBACK_URL = "https://github.com/ddpm-lite/ddpm_lite"  # only when neither pyproject nor metadata can be read
+
+
+def repo_url() -> str:
+    """The project's published location, set in one place: ``[project.urls] Repository`` in pyproject.toml.
+
+    Read from the checkout's pyproject.toml when the package runs from one (so an edit there counts at once, before
+    a reinstall refreshes the metadata), else from the installed package's metadata (its ``Project-URL``, as in
+    a wheel installed in Colab), else a fallback constant.
+    """
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        url = _url_from_pyproject(pyproject.read_text(encoding="utf-8"))
+        if url:
+            return url
+    try:
+        for entry in metadata.metadata(DISTRIBUTION).get_all("Project-URL") or []:
+            key, _, url = entry.partition(",")
+            if key.strip() == URL_KEY and url.strip():
+                return url.strip().rstrip("/")
+    except metadata.PackageNotFoundError:
+        pass
+    return _FALLBACK_URL
+
+
+def _url_from_pyproject(text: str) -> str | None:
+    """``[project.urls] Repository`` of a pyproject.toml's text, when it is this project's; else None."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the one line it needs
+        if not re.search(r'^name\s*=\s*"ddpm-lite"', text, re.M):
+            return None
+        match = re.search(r'^\[project\.urls\][^\[]*?^' + URL_KEY + r'\s*=\s*"([^"]+)"', text, re.M | re.S)
+        return match.group(1).rstrip("/") if match else None
+    try:
+        project = tomllib.loads(text).get("project", {})
+    except tomllib.TOMLDecodeError:
+        return None
+    if project.get("name") != DISTRIBUTION:
+        return None
+    url = project.get("urls", {}).get(URL_KEY)
+    return url.rstrip("/") if isinstance(url, str) and url.strip() else None
+
+
+REPO_URL = repo_url()
 
 
 def fast_mode() -> bool:
