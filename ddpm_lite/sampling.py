@@ -32,8 +32,8 @@ def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = 
     when None).
 
     ``sampler``: ``"ancestral"`` (the default; ``steps`` respaced steps, Improved DDPM section 4), ``"ddim"``
-    (the same as ``ddim=True``; ``eta``) or ``"dpm++2m"`` (DPM-Solver++(2M) at ``steps`` timesteps of the original
-    chain, evenly spaced in t, the last call returning the predicted x_0: see
+    (the same as ``ddim=True``; ``eta``) or ``"dpm++2m"`` (DPM-Solver++(2M): ``steps`` solver steps between
+    timesteps of the original chain evenly spaced in t, from T-1 to 0; see
     :func:`~ddpm_lite.dpm_solver.dpm_solver_sample_loop`, which also takes the solver's options). ``cond_fn``
     guides every step (e.g. :func:`~ddpm_lite.guidance.classifier_cond_fn`; it receives the labels ``y``).
     ``eta`` (DDIM only) must be a finite number in [0, 1] (ValueError otherwise), checked before anything runs."""

@@ -85,7 +85,8 @@ def test_sampler_speed_runs_every_part_on_tiny_settings_and_merges_runs(tmp_path
     names = ["ancestral", "DDIM η=0", "DPM-Solver++(2M)"]
     assert list(data["fid"]) == names and list(data["seconds"]) == names
     assert all(len(data["fid"][name][k]) == 2 and data["seconds"][name][k][0] > 0 for name in names for k in (2, 3))
-    assert set(data["spacing"]) == {"logSNR", "time_uniform", "time_quadratic", "time_uniform, no final denoising"}
+    assert set(data["spacing"]) == {"logSNR", "time_uniform", "time_quadratic", "time_uniform, final x_0 call",
+                                    "time_uniform, final x_0 call, 2nd order to the end"}
     assert data["reference"]["steps"] == 4 and len(data["reference"]["fids"]) == 2 and data["reference_seconds"]
     assert len(data["floor"]) == 5 and data["wins"]["max_abs_difference"] < 1e-4
     report = capsys.readouterr().out.split("# --- markdown for docs/benchmarks.md ---")[-1]

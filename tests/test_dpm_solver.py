@@ -114,9 +114,10 @@ def ddim_at_zero(diffusion, model, grid, noise):
     return states[-2]
 
 
-def solver_at_zero(diffusion, model, grid, noise, order=2):
+def solver_at_zero(diffusion, model, grid, noise, order=2, lower_order_final=False):
     return dpm_solver_sample_loop(diffusion, model, tuple(noise.shape), timesteps=grid, noise=noise,
-                                  clip_denoised=False, denoise_final=False, order=order)
+                                  clip_denoised=False, denoise_final=False, order=order,
+                                  lower_order_final=lower_order_final)
 
 
 def slope(steps, errors) -> float:
@@ -151,15 +152,18 @@ def exact_endpoints(chain):
 ])
 def test_error_falls_as_steps_squared_for_2m_and_as_steps_for_ddim(chain, exact_endpoints, data, spacing, steps):
     model, x_T, exact = exact_endpoints[data]
-    errors = {"2m": [], "ddim": []}
+    errors = {"2m": [], "ddim": [], "default": []}
     for n in steps:
         grid = solver_timesteps(chain.alphas_cumprod, n + 1, spacing)
         errors["2m"].append(rms(solver_at_zero(chain, model, grid, x_T), exact))
         errors["ddim"].append(rms(ddim_at_zero(chain, model, grid, x_T), exact))
+        errors["default"].append(rms(solver_at_zero(chain, model, grid, x_T, lower_order_final=True), exact))
     assert slope(steps, errors["2m"]) == pytest.approx(-2.0, abs=0.25), errors
     assert slope(steps, errors["ddim"]) == pytest.approx(-1.0, abs=0.15), errors
     assert all(a < b for a, b in zip(errors["2m"], errors["ddim"]))  # more accurate at equal cost...
     assert errors["2m"][-1] < errors["ddim"][-1] / 4  # ...and far more at the finest of these grids
+    # the default makes the last step first order (lower_order_final): one step, so still far ahead of DDIM
+    assert all(a < b / 4 for a, b in zip(errors["default"], errors["ddim"])), errors
 
 
 def test_first_order_solver_is_the_librarys_ddim_on_the_same_timesteps(chain):
@@ -169,7 +173,8 @@ def test_first_order_solver_is_the_librarys_ddim_on_the_same_timesteps(chain):
     ours = solver_at_zero(chain, model, grid, x_T, order=1)
     assert rms(ours, ddim_at_zero(chain, model, grid, x_T)) < 1e-6
     # with the final denoising call: DDIM's last step (to alpha_bar = 1) returns the predicted x_0 too
-    ours = dpm_solver_sample_loop(chain, model, (64, 2), timesteps=grid, noise=x_T, order=1, clip_denoised=False)
+    ours = dpm_solver_sample_loop(chain, model, (64, 2), timesteps=grid, noise=x_T, order=1, clip_denoised=False,
+                                  denoise_final=True)
     theirs = respace(chain, grid).ddim_sample_loop(model, (64, 2), noise=x_T, clip_denoised=False)
     assert rms(ours, theirs) < 1e-6
 
@@ -216,7 +221,7 @@ def test_logsnr_spacing_is_even_in_lambda_and_time_uniform_even_in_t():
 def test_the_plan_starts_with_a_first_order_step_and_uses_the_step_ratio():
     abar = GaussianDiffusion(get_betas("linear", 1000)).alphas_cumprod
     ts = [999, 700, 400, 100, 0]
-    plan = solver_plan(abar, ts, denoise_final=False)
+    plan = solver_plan(abar, ts, denoise_final=False, lower_order_final=False)
     lam = half_log_snr(abar[ts])
     h = np.diff(lam)
     assert plan.weight_previous[0] == 0.0 and plan.network_calls == 4
@@ -225,13 +230,17 @@ def test_the_plan_starts_with_a_first_order_step_and_uses_the_step_ratio():
         c = h[i] / (2 * h[i - 1])
         assert plan.weight_previous[i] == pytest.approx(alpha[i + 1] * -np.expm1(-h[i]) * c, rel=1e-12)
         assert plan.weight_current[i] == pytest.approx(alpha[i + 1] * -np.expm1(-h[i]) * (1 + c), rel=1e-12)
-    assert solver_plan(abar, ts).network_calls == 5  # one more: the final x_0 prediction
+    assert solver_plan(abar, ts, denoise_final=True).network_calls == 5  # one more: the final x_0 prediction
     assert solver_plan(abar, ts, order=1).weight_previous == (0.0,) * 4
+    lower = solver_plan(abar, ts)  # the default: the last step is first order
+    assert lower.weight_previous[:3] == plan.weight_previous[:3] and lower.weight_previous[3] == 0.0
+    assert lower.weight_current[3] == pytest.approx(alpha[4] * -np.expm1(-h[3]), rel=1e-12)
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"steps": 0}, r"steps must lie in \[1, 50\]"),
+    ({"steps": 0}, r"steps must lie in \[1, 49\]"),
     ({"steps": 50, "denoise_final": False}, r"steps must lie in \[1, 49\]"),
+    ({"steps": 51, "denoise_final": True}, r"steps must lie in \[1, 50\]"),
     ({"steps": 2.5}, "steps must be an integer"),
     ({"steps": 5, "spacing": "karras"}, "unknown timestep spacing 'karras'"),
     ({"timesteps": [10, 20, 0]}, "strictly decreasing"),
@@ -282,9 +291,11 @@ def test_model_kwargs_reach_the_model_and_x0_is_clipped():
     outs = list(dpm_solver_sample_loop_progressive(diffusion, model, (3, 2), 6, model_kwargs={"y": labels},
                                                    generator=torch.Generator().manual_seed(0)))
     assert len(outs) == 6 == len(seen) and all(y is labels for y in seen)
-    assert [o["t"] for o in outs][0] == 99 and outs[-1]["t"] == 0
-    assert all(o["pred_xstart"].abs().max() <= 1 for o in outs)
-    assert torch.equal(outs[-1]["sample"], outs[-1]["pred_xstart"])  # the final denoising call
+    assert [o["t"] for o in outs] == list(solver_timesteps(diffusion.alphas_cumprod, 7)[:6])  # 7 timesteps
+    assert all(o["pred_xstart"].abs().max() <= 1 for o in outs) and outs[-1]["sample"].abs().max() <= 1
+    final = list(dpm_solver_sample_loop_progressive(diffusion, model, (3, 2), 6, model_kwargs={"y": labels},
+                                                    denoise_final=True, generator=torch.Generator().manual_seed(0)))
+    assert final[-1]["t"] == 0 and torch.equal(final[-1]["sample"], final[-1]["pred_xstart"])  # x_0 at t = 0
     unclipped = dpm_solver_sample_loop(diffusion, model, (3, 2), 6, clip_denoised=False,
                                        generator=torch.Generator().manual_seed(0))
     assert unclipped.mean() == pytest.approx(3.0, abs=0.3)
@@ -300,10 +311,12 @@ def test_cond_fn_guides_the_score_as_for_ddim():
 
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     grid = solver_timesteps(diffusion.alphas_cumprod, 8)
-    ours = dpm_solver_sample_loop(diffusion, model, (16, 2), timesteps=grid, noise=x_T, order=1, cond_fn=cond_fn)
+    ours = dpm_solver_sample_loop(diffusion, model, (16, 2), timesteps=grid, noise=x_T, order=1, cond_fn=cond_fn,
+                                  denoise_final=True)
     theirs = respace(diffusion, grid).ddim_sample_loop(model, (16, 2), noise=x_T, cond_fn=cond_fn)
     assert rms(ours, theirs) < 1e-6
-    unguided = dpm_solver_sample_loop(diffusion, model, (16, 2), timesteps=grid, noise=x_T, order=1)
+    unguided = dpm_solver_sample_loop(diffusion, model, (16, 2), timesteps=grid, noise=x_T, order=1,
+                                      denoise_final=True)
     assert (ours >= unguided).all() and (ours - unguided).mean() > 0.05
     # order 2: the first call's guided x_0 is DDIM's; the later ones are extrapolated (not a monotone shift:
     # the guided x_0 moves by sigma^2 / alpha * gradient, which is large at high noise)
@@ -322,7 +335,8 @@ def test_on_a_respaced_chain_it_solves_over_the_kept_timesteps(chain):
     grid = solver_timesteps(chain.alphas_cumprod, 15)
     spaced = respace(chain, grid)
     a = dpm_solver_sample_loop(spaced, model, (32, 2), noise=x_T, clip_denoised=False)  # all 15 of its steps
-    b = dpm_solver_sample_loop(chain, model, (32, 2), timesteps=grid, noise=x_T, clip_denoised=False)
+    b = dpm_solver_sample_loop(chain, model, (32, 2), timesteps=grid, noise=x_T, clip_denoised=False,
+                               denoise_final=True)  # with every timestep, the last call is the x_0 prediction
     assert rms(a, b) < 1e-9
 
 
@@ -346,7 +360,7 @@ def test_generate_runs_the_solver_with_steps_network_calls():
     model.train()
     out = generate(model, diffusion, (4, 1, 2, 2), steps=10, sampler="dpm++2m",
                    generator=torch.Generator().manual_seed(0))
-    assert model.timesteps == list(solver_timesteps(diffusion.alphas_cumprod, 10)) and model.training
+    assert model.timesteps == list(solver_timesteps(diffusion.alphas_cumprod, 11)[:10]) and model.training
     noise = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, dpm_solver_sample_loop(diffusion, model, (4, 1, 2, 2), 10, noise=noise))
     same = generate(model, diffusion, (4, 1, 2, 2), steps=10, ddim=True, generator=torch.Generator().manual_seed(0))
