@@ -240,23 +240,20 @@ def wins(model, diffusion, steps: int, rounds: int) -> dict:
     """Seconds for 64 samples of DPM-Solver++(2M) at ``steps`` calls: as shipped (no_grad, through
     p_mean_variance), under torch.inference_mode, and a bare loop that computes only x_0 from the eps channels
     (the same update; x_0 agrees to float32 rounding)."""
-    plan = solver_plan(diffusion.alphas_cumprod, solver_timesteps(diffusion.alphas_cumprod, steps))
     abar = diffusion.alphas_cumprod
+    plan = solver_plan(abar, solver_timesteps(abar, steps + 1))  # the default: steps steps, no final x_0 call
     coef = [(float(np.sqrt(1 / abar[t])), float(np.sqrt(1 / abar[t] - 1))) for t in plan.timesteps]
 
     def bare(noise):
         x, previous = noise, None
-        for i, step in enumerate(plan.timesteps):
-            eps = model(x, torch.full((len(x),), step, dtype=torch.long))[:, : x.shape[1]]
+        for i in range(plan.network_calls):
+            eps = model(x, torch.full((len(x),), plan.timesteps[i], dtype=torch.long))[:, : x.shape[1]]
             x0 = (x * coef[i][0] - eps * coef[i][1]).clamp(-1, 1)
-            if i == len(plan.scale):
-                x = x0
-            else:
-                x = x * plan.scale[i] + x0 * plan.weight_current[i]
-                if previous is not None:
-                    x = x - previous * plan.weight_previous[i]
+            x = x * plan.scale[i] + x0 * plan.weight_current[i]
+            if previous is not None:
+                x = x - previous * plan.weight_previous[i]
             previous = x0
-        return x
+        return x.clamp(-1, 1)
 
     def shipped(noise):
         return dpm_solver_sample_loop(diffusion, model, tuple(noise.shape), steps, noise=noise)
