@@ -106,7 +106,9 @@ def learner_text(solution: Path) -> str | None:
 
 
 def _cells(nb) -> list:
-    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+    """What a pair must agree on: each cell's type, source, tags and slide type (jupytext.toml keeps both)."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ())),
+             c.metadata.get("slideshow", {}).get("slide_type")) for c in nb.cells]
 
 
 def solutions() -> list[Path]:

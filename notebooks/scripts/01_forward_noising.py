@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/01_forward_noising.ipynb)
 #
 # # 01 · The forward process: from data to noise in one step
@@ -18,7 +18,7 @@
 # *About 15 minutes.* Exercise cells hold `YOUR CODE HERE`; the cell checks your answer when you run it. If the
 # answer is not right yet, the notebook goes on with the package's version, so "Run all" always works.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -27,7 +27,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import time
 
 import matplotlib.pyplot as plt
@@ -47,7 +47,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): smaller sizes. Learners get
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What you will build
 #
 # The package ships a small diffusion model of 8×8 digits (`load_pretrained("digits")`: a U-Net of 1.4 M
@@ -55,7 +55,7 @@ _ = torch.manual_seed(0)
 # time. Here it takes 50 steps (it was trained with 1,000; notebook 10 shows how to skip steps), for eight draws of
 # noise at once. Each row is one digit, from noise (left) to the finished sample (right):
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 start = time.perf_counter()
 threads = torch.get_num_threads()
 torch.set_num_threads(1)  # 8 tiny images: one CPU thread is enough, and does not stall on a busy machine
@@ -78,7 +78,7 @@ for col, k in enumerate(shown):
     axes[0, col].set_title("noise" if k == 0 else f"step {k}")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The next notebooks take it apart: the noise (this notebook), the steps back (02), the loss that trains the
 # network (03), its variance (04), its schedule (05) and the network itself (07).
 #
@@ -94,7 +94,7 @@ plt.show()
 fig = plotting.generative_landscape_figure()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Many small steps of noise
 #
 # The forward process adds a little Gaussian noise at each of $T$ steps, shrinking the signal a little each time
@@ -111,7 +111,7 @@ T = 1000
 betas = torch.from_numpy(get_betas("linear", T))  # float64, beta_1 .. beta_T
 print(f"{len(betas)} steps, beta from {betas[0]:.1e} to {betas[-1]:.3f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. The closed form: one jump from $x_0$ to $x_t$
 #
 # With $\alpha_t = 1 - \beta_t$ and $\bar\alpha_t = \prod_{s=1}^{t} \alpha_s$, a sum of independent Gaussians is
@@ -137,7 +137,7 @@ print(f"{len(betas)} steps, beta from {betas[0]:.1e} to {betas[-1]:.3f}")
 # If the check says ❌, it tells you *what* is wrong (which part, where, how), not the answer. `hint("q_sample")`
 # tells you where to look; `hint("q_sample", 2)` gives the formula.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def q_sample(x0, t, noise, betas):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise (DDPM eq. 4)."""
     ### BEGIN SOLUTION
@@ -149,13 +149,13 @@ def q_sample(x0, t, noise, betas):
 
 q_sample = check_q_sample(q_sample)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Does one jump really equal many steps?
 #
 # Take 2-D points, run the chain of eq. 2 step by step up to some $t$, and compare with one call of `q_sample`.
 # The two clouds are different samples, so compare their statistics: the same mean and spread, up to sampling noise.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 n_points = pick(20_000, 4_000)
 x0 = toy_2d("moons", n_points)
 t_check = 300
@@ -177,11 +177,11 @@ for ax, pts, title in zip(axes, [x0, x, jump], ["x_0", f"{t_check + 1} steps of 
     ax.set_aspect("equal")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Now images. Each row below is one image: first the data $x_0$ itself, then $x_t$ from **your** `q_sample` with
 # the same noise at growing $t$ (the paper's $t$; the code's index is $t - 1$).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 digit = load_dataset("digits").images[3]  # (1, 8, 8) in [-1, 1]: a clear 3 (picked after looking at the first 40)
 photo = plotting.sample_photo(64)  # (1, 64, 64): a photo that ships with matplotlib, in [-1, 1]
 steps = [1, 50, 100, 200, 300, 500, 700, 1000]  # the paper's t
@@ -199,7 +199,7 @@ for ax in axes.flat:
     ax.axis("off")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Signal-to-noise ratio
 #
 # $x_t$ is a mix of $\sqrt{\bar\alpha_t}$ signal and $\sqrt{1-\bar\alpha_t}$ noise. Their power ratio,
@@ -211,7 +211,7 @@ plt.show()
 # $q(x_T \mid x_0) \approx \mathcal{N}(0, \mathbf{I})$, the distribution sampling will start from. (The plot's axis is
 # the code's `t`, one less than the paper's.)
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 alpha_bar = torch.cumprod(1 - betas, dim=0)
 snr = alpha_bar / (1 - alpha_bar)
 below = int((snr < 1).nonzero()[0])  # the first code index with SNR < 1
@@ -222,7 +222,7 @@ assert np.allclose(alpha_bar.numpy(), GaussianDiffusion(betas.numpy()).alphas_cu
 fig = plotting.snr_curve(("linear", "cosine"), t=250)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Explore
 #
 # Move `t` and watch a digit, a photo and a cloud of 2-D points dissolve, with the SNR at that step on the right.
@@ -230,20 +230,20 @@ plt.show()
 # schedule to `cosine` (notebook 05 is about it): at the same `t`, which keeps more of the image? The slider, the
 # titles and the SNR axis show the code's `t` (0 to 999): the paper's step is `t + 1`.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 explorer = ForwardNoisingExplorer(num_timesteps=T, t=250, digit=digit)
 explorer
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "skip"}
 # The widget can also be driven from code: every control is a normal ipywidget.
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.t.value = 600
 assert explorer.image.value != before and "t = 600" in explorer.titles[0]
 print(explorer.titles[0])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - $q$ has no parameters: a fixed schedule $\beta_t$ turns data into noise.

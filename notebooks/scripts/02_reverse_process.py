@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/02_reverse_process.ipynb)
 #
 # # 02 · The reverse process: from noise back to data, one Gaussian step at a time
@@ -18,7 +18,7 @@
 #
 # *About 25 minutes.* Three exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -27,7 +27,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import copy
 
 import matplotlib.pyplot as plt
@@ -53,7 +53,7 @@ _ = torch.manual_seed(0)
 T = 1000
 betas = torch.from_numpy(get_betas("linear", T))  # DDPM's schedule, float64, beta_1 .. beta_T
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Undoing a small step of noise
 #
 # Bayes' rule gives the reverse of one forward step,
@@ -77,7 +77,7 @@ betas = torch.from_numpy(get_betas("linear", T))  # DDPM's schedule, float64, be
 # reverse of a jump from $x_t$ back to $x_{t-k}$ is a mixture of two Gaussians (`reverse_step_mixture`). Below,
 # from $x_{100} = 0$, halfway between the bumps: one step back is a Gaussian; a long jump back is not.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 linear = GaussianDiffusion(betas.numpy())
 bumps = GaussianMixture([[-1.0], [1.0]], std=0.15)  # the 1-D data: x_0 ~ N(-1, 0.15^2) or N(1, 0.15^2)
 fig = plotting.reverse_step_figure(bumps.means[:, 0], bumps.std, x_t=0.0, t=100, jumps=[1, 10, 30, 100],
@@ -95,7 +95,7 @@ print(f"one step back from x_100 = 0: mixture weights {one_step[0].round(3)}, me
 # (dashed, centred at $x_{100}/\sqrt{\alpha_{100}}$) and the exact reverse step (blue): the same shape, moved
 # towards the bump at $+1$.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = plotting.score_shift_figure(bumps.means[:, 0], bumps.std, x_t=0.3, t=100, diffusion=linear)
 plt.show()
 
@@ -114,7 +114,7 @@ assert np.isclose((w * m).sum(), (0.3 + beta * score) / np.sqrt(alpha), atol=1e-
 # $x_t$ given $x_{t-1}$ is Gaussian); what needs the step to be small is the Gaussian *shape*, as the jumps of the
 # figure before showed.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # With $T = 1000$ steps of $\beta_t \le 0.02$, every step is in the regime of the one-step panel. A sampler that takes far
 # fewer, bigger steps needs more care (notebooks 04 and 10).
 #
@@ -137,7 +137,7 @@ assert np.isclose((w * m).sum(), (0.3 + beta * score) / np.sqrt(alpha), atol=1e-
 # `(B,)` or `(B, 1, ...)`). Code index `t = 0..T-1` is the paper's $t+1$, so $\bar\alpha_{t-1}$ at code `t = 0`
 # is $\bar\alpha_0 = 1$ (no noise yet): prepend a 1 to the cumulative product rather than indexing `[t - 1]`.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def q_posterior(x0, x_t, t, betas):
     """Mean and variance of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7)."""
     ### BEGIN SOLUTION
@@ -173,12 +173,12 @@ mean, var = q_posterior(x0.double(), x_t.double(), t, betas)
 assert torch.allclose(mean.float(), pkg_mean, atol=1e-5)
 assert torch.allclose(torch.as_tensor(var).reshape(-1).float(), pkg_var.reshape(-1), rtol=1e-4)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # How the weights move along the chain: at the very first step the posterior mean is $x_0$ itself; within a few
 # steps it leans on $x_t$, and near $t = T$ it is almost $\sqrt{\alpha_t}\,x_t$ ($x_0$ is forgotten). And
 # $\tilde\beta_t$ is slightly smaller than $\beta_t$, much smaller only at the start (notebook 04 is about that gap).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 ts = torch.arange(T)
 ones, zeros = torch.ones(T, 1, dtype=torch.float64), torch.zeros(T, 1, dtype=torch.float64)
 coef_x0 = q_posterior(ones, zeros, ts, betas)[0].reshape(-1)  # the mean for x0 = 1, x_t = 0
@@ -196,7 +196,7 @@ ax2.set(xscale="symlog", yscale="log", xlabel="code t (log scale above 1)", titl
 ax2.legend()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Learning the reverse step
 #
 # At sampling time there is no $x_0$. The network sees only $x_t$, so it **predicts** $x_0$, or, equivalently and
@@ -220,7 +220,7 @@ net = config.build_model()  # the toy MLP, on the CPU
 diffusion = config.diffusion.build()
 optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 2: one training step, `train_step` (Algorithm 1)
 #
 # **Algorithm 1** of DDPM trains the network one batch at a time: for each example, draw a step $t$ uniformly and
@@ -234,7 +234,7 @@ optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=confi
 # function and compares its parameters after one and two steps with what Algorithm 1 gives; then **your** function
 # trains the MLP below. (`hint("train_step")` if the check says ❌.)
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def train_step(model, optimizer, diffusion, x0, generator):
     """One step of DDPM Algorithm 1 on the batch x0 (L_simple, then the optimiser); returns the loss, a number."""
     ### BEGIN SOLUTION
@@ -251,7 +251,7 @@ def train_step(model, optimizer, diffusion, x0, generator):
 
 train_step = check_train_step(train_step)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # **Training cell.** **Your** `train_step`, on random batches of the swiss roll: 3000 steps in the full run (about
 # 20–40 s on a CPU), 500 in fast mode. As the package's `Trainer` does, we keep an exponential moving average of
 # the weights (EMA) for sampling.
@@ -274,7 +274,7 @@ assert losses[-100:].mean() < 0.5 * losses[:10].mean()
 model = ema.eval()  # the averaged weights, for sampling
 assert np.allclose(diffusion.betas, betas.numpy())
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. One step of ancestral sampling
 #
 # **Algorithm 2** of DDPM: $x_T \sim \mathcal{N}(0, \mathbf{I})$, then for $t = T, \dots, 1$,
@@ -288,7 +288,7 @@ assert np.allclose(diffusion.betas, betas.numpy())
 # $\sigma_t^2 = \tilde\beta_t$. At the last step (code `t = 0`, the paper's $t = 1$) add no noise: there
 # $\tilde\beta = 0$ anyway, but only if $\bar\alpha_{t-1}$ is 1 there.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def p_sample(model, x_t, t, noise, betas):
     """x_{t-1} from x_t: the mean of DDPM eq. 11 plus sigma_t * noise, sigma_t^2 = beta-tilde_t (Algorithm 2)."""
     ### BEGIN SOLUTION
@@ -307,7 +307,7 @@ def p_sample(model, x_t, t, noise, betas):
 
 p_sample = check_p_sample(p_sample)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Your step's mean (the step without noise) is the posterior mean of exercise 1 at the network's guess of $x_0$:
 
 # %%
@@ -319,7 +319,7 @@ with torch.no_grad():
 post_mean, _ = q_posterior(x0_hat.double(), x_t.double(), t, betas)
 assert torch.allclose(torch.as_tensor(step_mean).double(), post_mean, atol=1e-4)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. The whole loop
 #
 # Now run Algorithm 2 with **your** `p_sample`, from `n` points of pure noise, keeping every step. The `.float()`
@@ -344,7 +344,7 @@ print(f"{tuple(path.shape)}: x_T has std {path[0].std():.2f}, the samples {path[
 # noise must agree. Then the samples against the data: the mean distance from a point to its nearest training
 # point is small for the samples, large for the noise they started from.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 package_path = sample_trajectory(diffusion, model, path[0], generator=torch.Generator().manual_seed(1))
 assert torch.allclose(package_path, path, atol=1e-3), (package_path - path).abs().max()
 
@@ -362,7 +362,7 @@ for ax, k in zip(axes, [0, 500, 800, 950, T]):
     ax.set(title=f"x_{T - k}", xlim=(-3, 3), ylim=(-3, 3), aspect="equal", xticks=[], yticks=[])
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Most of the structure appears in the last few hundred steps: at $t = 500$ the cloud is still nearly Gaussian.
 # That is the linear schedule spending many steps on almost-pure noise (notebook 05).
 #
@@ -374,7 +374,7 @@ plt.show()
 # whose optimal $\epsilon$-prediction is known in closed form, `ddpm_lite.course.analytic`), sampled with the same
 # Algorithm 2. Watch the particles commit to a mode: early on they wander, late they barely move.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 eight = toy_2d("8gaussians", 2000)
 exact = GaussianMixture(np.sqrt(2) * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1),
                         std=0.1)  # the distribution toy_2d("8gaussians") samples from
@@ -386,17 +386,17 @@ explorer = SamplingTrajectoryExplorer(
     data={"swiss roll: your trained MLP": data, "8 gaussians: the exact denoiser": eight}, step=900)
 explorer
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "skip"}
 # The widget can also be driven from code: every control is a normal ipywidget.
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.step.value = T
 assert explorer.image.value != before and "after 1000 of 1000 reverse steps" in explorer.titles[1]
 explorer.dataset.value = "8 gaussians: the exact denoiser"
 print(explorer.titles)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7. The score view
 #
 # Section 1 found the mean of a reverse step at $x_t/\sqrt{\alpha_t}$ moved by $\beta_t \nabla \log q(x_t)$;
@@ -419,7 +419,7 @@ print(f"largest difference between -eps / sqrt(1 - alpha_bar) and grad log q: {(
       f"(the score's size: {grad_log_q.norm(dim=1).median():.2f})")
 assert torch.allclose(from_eps, grad_log_q, atol=1e-3)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Three ways to move along a score:
 #
 # - **Langevin dynamics**, $x \leftarrow x + \tfrac{\delta}{2}\nabla\log p(x) + \sqrt{\delta}\,z$, draws samples of
@@ -451,7 +451,7 @@ print(f"ODE (DDIM, eta = 0), two runs: largest difference {(ode[0] - ode[1]).abs
 print(f"SDE (Algorithm 2), two runs:   largest difference {(sde[0] - sde[1]).abs().max():.2f}; distance to the data "
       f"{nearest_distance(sde[0], eight):.3f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The ODE maps each $x_T$ to one sample; Algorithm 2 draws new noise at every step. Both land on the data.
 #
 # **Explore.** Below, the score of your trained MLP, $-\epsilon_\theta(x, t)/\sqrt{1-\bar\alpha_t}$, as arrows on a
@@ -462,7 +462,7 @@ print(f"SDE (Algorithm 2), two runs:   largest difference {(sde[0] - sde[1]).abs
 # single training points, which a smooth network does not resolve (the title's cosine drops). The menu switches to the
 # 8 gaussians' exact score.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 training_points = GaussianMixture(data, std=0.0)  # the training set: 20,000 point masses
 score_explorer = ScoreFieldExplorer(
     linear, {"swiss roll: your trained MLP": model, "8 gaussians: the exact denoiser": eps_star},
@@ -471,14 +471,14 @@ score_explorer = ScoreFieldExplorer(
     data={"swiss roll: your trained MLP": data, "8 gaussians: the exact denoiser": eight}, t=50)
 score_explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 for t_show in (300, 50, 10, 0):
     score_explorer.t.value = t_show
     print(f"code t = {t_show:3d}: mean cosine between your MLP's arrows and the exact ones {score_explorer.agreement:.2f}")
 assert score_explorer.agreement is not None and score_explorer.titles[0].startswith("swiss roll")
 score_explorer.t.value = 50
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - For small $\beta_t$ the reverse step $q(x_{t-1} \mid x_t)$ is nearly Gaussian, so $p_\theta(x_{t-1} \mid

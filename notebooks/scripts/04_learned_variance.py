@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/04_learned_variance.ipynb)
 #
 # # 04 · Learned variances: Σ between β and β̃
@@ -18,7 +18,7 @@
 #
 # *About 25 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -27,7 +27,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer images and samples. L
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Two fixed variances that (almost) agree
 #
 # The reverse step is $p_\theta(x_{t-1} \mid x_t) = \mathcal{N}(\mu_\theta(x_t, t), \Sigma_\theta(x_t, t))$. DDPM
@@ -68,7 +68,7 @@ _ = torch.manual_seed(0)
 # one single point. Their ratio (Improved DDPM Figure 1) is 1 almost everywhere, and far from it only in the first
 # steps:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = plotting.variance_ratio_figure(num_timesteps=(100, 1000, 4000))
 plt.show()
 
@@ -79,7 +79,7 @@ ratio = diffusion.posterior_variance[1:] / diffusion.betas[1:]
 print(f"cosine, T = {T}: beta-tilde / beta < 0.9 for the first {np.argmax(ratio >= 0.9) + 1} steps, "
       f"then between 0.9 and 1; at t = 1 it is {ratio[0]:.3f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # So with $T = 1000$ steps the mean $\mu_\theta$ decides the samples, and $\Sigma$ hardly matters: DDPM's finding.
 # But notebook 03 showed that the **first steps carry most of the variational bound**, and that is where the two
 # choices differ. A better $\Sigma$ there means a better log-likelihood. With **fewer** sampling steps (section 6)
@@ -105,7 +105,7 @@ print(f"cosine, T = {T}: beta-tilde / beta < 0.9 for the first {np.argmax(ratio 
 # Given $v$ (any shape `(B, ...)`), the timesteps `t` `(B,)` and the `betas`, return $\log\Sigma$ with the shape of
 # `v`. Compute $\tilde\beta_t$ from `betas` as in notebook 02, with $\tilde\beta_0$ replaced by $\tilde\beta_1$.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def learned_range_log_variance(v, t, betas):
     """log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t (Improved DDPM eq. 15), beta-tilde_0 -> beta-tilde_1."""
     ### BEGIN SOLUTION
@@ -134,7 +134,7 @@ assert torch.allclose(yours.float(), package, rtol=1e-5, atol=1e-5)
 print("log Sigma at v = 0.5:", learned_range_log_variance(torch.full((6,), 0.5, dtype=torch.float64), t, betas)
       .numpy().round(2))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Training Σ: the hybrid loss (eq. 16)
 #
 # $L_\text{simple}$ (notebook 03) only sees the mean, so it cannot train $v$. The variational bound $L_\text{vlb}$
@@ -161,7 +161,7 @@ for name, g in [("L_simple", grad_simple), ("L_vlb term", grad_vlb)]:
     print(f"{name:>10}: gradient on the eps channel {g[:, 0].abs().sum():.3g}, on the v channel {g[:, 1].abs().sum():.3g}")
 assert grad_simple[:, 1].abs().sum() == 0 and grad_vlb[:, 0].abs().sum() == 0 and grad_vlb[:, 1].abs().sum() > 0
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # (`terms["vb"]` is one term $L_t$ of the bound in bits per dimension, at a random $t$. The whole bound is about
 # $T$ times its average, so $\lambda L_\text{vlb} \approx 0.001 \cdot T \cdot L_t = L_t$ for $T = 1000$.)
 #
@@ -174,7 +174,7 @@ assert grad_simple[:, 1].abs().sum() == 0 and grad_vlb[:, 0].abs().sum() == 0 an
 # stop-gradient: in the $L_\text{vlb}$ term the mean, i.e. $\epsilon$, must count as a constant. Its *value* is the
 # same either way, so the check looks at the gradients your loss sends back into `model_output`.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def hybrid_loss(model_output, noise, vlb_term, num_timesteps, lam=0.001):
     """L_simple + lam * L_vlb per example (Improved DDPM eq. 16), L_vlb ~ num_timesteps * L_t, the mean frozen in it."""
     ### BEGIN SOLUTION
@@ -199,7 +199,7 @@ print(f"your loss: {yours.mean():.4f} on average, training_losses: {terms['loss'
 assert torch.allclose(yours, terms["loss"], rtol=1e-4, atol=1e-5)
 assert torch.allclose(grad[:, 0], grad_simple[:, 0], atol=1e-6) and torch.allclose(grad[:, 1], grad_vlb[:, 1], atol=1e-6)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Why the mean is frozen in $L_\text{vlb}$
 #
 # Without the stop-gradient, $\lambda L_\text{vlb}$ would push the mean too, with the bound's weights of eq. 12: the
@@ -222,7 +222,7 @@ push_simple = torch.autograd.grad(L_simple.sum(), out_many)[0][:, 0].flatten(1).
 ratio = (push_vlb / push_simple).reshape(len(t_show), 16).median(1).values.cpu()
 print("gradient on eps of lambda L_vlb / that of L_simple:", {t: f"{r:.2g}" for t, r in zip(t_show, ratio.tolist())})
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Left unfrozen, $L_\text{vlb}$ would steer the mean about half as hard as $L_\text{simple}$ at the first steps, and
 # 30 to 100 times less from $t = 100$ on: the bound's weighting again. With the stop-gradient (Improved DDPM section 3.1,
 # eq. 16) $L_\text{simple}$ stays the main influence on $\mu_\theta$, and $L_\text{vlb}$ only guides $\Sigma_\theta$.
@@ -236,7 +236,7 @@ print("gradient on eps of lambda L_vlb / that of L_simple:", {t: f"{r:.2g}" for 
 # $\Sigma_t$ (blue) and the $\Sigma_t$ of a constant $v$ (the slider, orange). Move `t` (the code's $t$, as on the
 # axes) to read the numbers.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 timesteps = np.unique(np.concatenate([[0], np.geomspace(1, T - 1, pick(40, 16)).astype(int)]))
 v_learned = interpolation_weights(model, diffusion, test[: pick(64, 16)], timesteps,
                                   generator=torch.Generator(device=device).manual_seed(0))
@@ -245,14 +245,14 @@ print("learned v at t =", dict(zip(timesteps[::4].tolist(), v_learned[::4].round
 explorer = VarianceExplorer(diffusion, learned=(timesteps, v_learned), v=0.5, t=5)
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.v.value = 0.0
 assert explorer.image.value != before and f"Σ(v = 0.00) = {diffusion.posterior_variance[5]:.3g}" in explorer.titles[0]
 explorer.t.value = 1
 print(explorer.titles[0])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Why the learned $v(t)$ is flat
 #
 # The shipped model's $v$ is about the same at every $t$. The bound's term for one pixel, with the model's mean off by
@@ -282,7 +282,7 @@ for t_, g_ in zip(t_grid, dv.tolist()):
     print(f"t = {t_:3d}: log(beta / beta~) = {log_ratio[t_ - 1]:.4f}, |dL_t/dv| = {g_:.1e} bits per pixel")
 print(f"median of log(beta / beta~) over the chain: {np.median(log_ratio):.4f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Nearly five orders of magnitude between $t = 1$ and $t = 500$. $v$ is one network output for every $t$: it is set where
 # it gets a gradient, in the first steps, and carried over to the others. The weight $\lambda = 0.001$ is not what
 # starves it. A constant factor on a loss does not change Adam(W)'s steps, which divide each gradient by the root
@@ -308,7 +308,7 @@ print(f"the gradient of lambda L_vlb on v's output weights: {grad_v.pow(2).mean(
       f"{grad_v.pow(2).mean().sqrt() / 1e-8:.0f} times Adam's epsilon")
 model.zero_grad()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Where Σ pays off: the first terms of the bound
 #
 # Sample the same network three ways: its learned $\Sigma$, or a fixed $\tilde\beta_t$ or $\beta_t$. For the fixed
@@ -317,7 +317,7 @@ model.zero_grad()
 # bits/dim) at the first 50 steps, where notebook 03 found most of the bound: a diffusion with
 # `loss_type="kl"` returns one term per example.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 variants = {
     "learned Σ": (diffusion, model),
     "fixed β̃ (fixed_small)": (with_variance(diffusion, "fixed_small"), MeanOnly(model)),
@@ -343,7 +343,7 @@ ax.set(xlabel="t", ylabel="L₀ + … + Lₜ (bits/dim)", title="the first terms
 ax.legend()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The learned variance gives the smallest terms, hence the best likelihood: Improved DDPM's main point in section
 # 3.1 (their Tables 1 and 2 compare $L_\text{hybrid}$ with $L_\text{simple}$). Our digits models agree: 4.28 bits/dim
 # with the hybrid loss against 4.57 with $L_\text{simple}$ and $\tilde\beta$ (docs/claims.md, claim 5). Beyond the
@@ -372,7 +372,7 @@ for k in (10, 25, 50, 100, 250, 1000):
 # %% [markdown]
 # **Sampling cell.** Full run: 1000 samples per variant (a minute or two on a CPU); fast mode: 100.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 n_samples, steps = pick(1000, 100), 25
 feature_net = load_digits_feature_net(device=device)
 reference = reference_statistics("digits", "test", feature_net)  # the held-out digits; cached on disk
@@ -392,7 +392,7 @@ fig = plotting.sample_grids_figure({k: s[:36] for k, s in samples.items()},
 plt.show()
 print(f"lowest FID at {steps} steps: {min(fids, key=fids.get)}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Read these numbers together with the learned $v(t)$ of section 4. The shipped model trained 2,000 steps on a CPU
 # (the paper's runs: hundreds of thousands), and where $\beta_t \approx \tilde\beta_t$, most of the 1000-step chain,
 # the factor $\log(\beta_t/\tilde\beta_t)$ leaves $v$ almost without gradient, so $v$ there is whatever the first steps
@@ -413,7 +413,7 @@ print(f"lowest FID at {steps} steps: {min(fids, key=fids.get)}")
 # gives $\beta'$. `xstart_errors` measures $e_t$ for the shipped model on the test digits, and
 # `kl_optimal_variance` turns it into $\Sigma^*$ and the $v^*$ of eq. 15 that gives it, for any chain:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 chains = {"1000 steps": diffusion, "25 steps": respace(diffusion, 25), "10 steps": respace(diffusion, 10)}
 t_err = np.unique(np.concatenate([np.geomspace(1, T - 1, pick(40, 12)).astype(int)] +
                                  [c.timestep_map.numpy() for c in list(chains.values())[1:]]))
@@ -452,7 +452,7 @@ middle = (dense["t"] >= 100) & (dense["t"] <= 900) & on_grid
 print(f"the model's v: {v_model.min():.2f} to {v_model.max():.2f}; v* of the 1000-step chain for t = 100 to 900: "
       f"{dense['v'][middle].min():.2f} to {dense['v'][middle].max():.2f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # **Why a learned $\Sigma$ should transfer.** At the same $t$, the 25-step chain wants a larger $v$ than the
 # 1000-step chain only in its first few steps (most at the first, a long jump to $x_0$); from $t \approx 150$ on the
 # two nearly agree: the best $v$ is set by the noise level, how well $x_0$ can be guessed at $t$, more than by the

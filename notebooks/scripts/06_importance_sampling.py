@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/06_importance_sampling.ipynb)
 #
 # # 06 · Importance sampling of t: taming the noise of $L_\text{vlb}$
@@ -18,7 +18,7 @@
 #
 # *About 20 minutes.* One exercise; it checks itself when you run it, and "Run all" works before you solve it.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -27,7 +27,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer images, shorter train
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Where the bound lives
 #
 # $L_\text{vlb} = L_0 + L_1 + \dots + L_{T-1} + L_T$ has one term per step (DDPM eq. 5; notebook 03). Training
@@ -61,7 +61,7 @@ _ = torch.manual_seed(0)
 # schedule) and compute every term for a few test digits with `calc_bpd_loop` (one network call per $t$: the
 # slow cell of this notebook).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 model, diffusion, config = load_pretrained("digits", device=device)
 T = diffusion.num_timesteps
 n_images = pick(10, 2)
@@ -77,7 +77,7 @@ print(f"largest term / median term: {terms.max() / terms.median():.0f}")
 fig = plotting.timestep_importance_figure(vb)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The first 1% of the steps hold a large share of the bound (Improved DDPM Figure 2), while a uniform $t$ lands
 # there 1% of the time. Most batches miss them: the estimate is small; now and then a batch hits $t = 0$ and the
 # estimate jumps. Here is that estimator, $T L_t$ with uniform $t$, drawn many times from the terms above:
@@ -92,7 +92,7 @@ print(f"sum of the terms: {total:.3f}; the one-step estimate: mean {uniform_esti
       f"standard deviation {uniform_estimates.std():.1f} bits/dim")
 assert abs(uniform_estimates.mean() - total) < 0.1 * total and uniform_estimates.std() > 3 * total
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # An unbiased estimate whose standard deviation is many times the value it estimates: that noise goes straight
 # into the gradient of $L_\text{vlb}$.
 #
@@ -117,7 +117,7 @@ assert abs(uniform_estimates.mean() - total) < 0.1 * total and uniform_estimates
 # `(T,)`: $p_t \propto \sqrt{\text{mean}_k\, L_{t,k}^2}$ normalised to sum to 1, then mixed as
 # $(1 - u)\,p_t + u / T$ with $u$ = `uniform_prob`; and the weights $1 / (T p_t)$.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def importance_sampler_weights(loss_history, uniform_prob=0.001):
     """p_t proportional to sqrt(E[L_t^2]) (Improved DDPM eq. 18), mixed with the uniform (the reference code's
     LossSecondMomentResampler), and weights 1 / (T p_t)."""
@@ -147,7 +147,7 @@ print(f"importance-sampled estimate: mean {is_estimates.mean():.3f}, standard de
       f"(uniform t: {uniform_estimates.std():.1f})")
 assert abs(is_estimates.mean() - total) < 0.05 * total and is_estimates.std() < 0.5 * uniform_estimates.std()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. A race: $L_\text{vlb}$ with uniform against importance-sampled $t$
 #
 # Now train on $L_\text{vlb}$ alone (`loss_type="rescaled_kl"`: the loss is $T L_t$, an estimate of the bound in
@@ -159,7 +159,7 @@ assert abs(is_estimates.mean() - total) < 0.05 * total and is_estimates.std() < 
 # %% [markdown]
 # **Training cell.** Full run: 1500 steps per model (about a minute on a CPU); fast mode: 150.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 train = load_dataset("digits", "train").images.flatten(1)  # (1437, 64) in [-1, 1]
 steps, chunk = pick(1500, 150), pick(50, 25)
 
@@ -192,7 +192,7 @@ for _ in range(steps // chunk):  # take turns, so that both curves grow together
     for trainer in trainers.values():
         trainer.train(chunk)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # After the warm-up, the importance-sampled loss is smooth while the uniform one keeps spiking by orders of
 # magnitude: both estimate the same bound, but one with a far smaller variance, and so does its gradient.
 
@@ -205,7 +205,7 @@ for name, values in losses.items():
 assert sampler.warmed_up() and losses["importance-sampled t"][warm:].std() < 0.5 * losses["uniform t"][warm:].std()
 assert live.renders > 2  # the plot was redrawn during training
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The sampler's $p_t$ comes from its loss history, through the same formula as your exercise:
 
 # %%
@@ -216,7 +216,7 @@ fig = plotting.timestep_importance_figure(vb, probs=p_sampler)
 fig.axes[1].set_title("pₜ: the U-Net's terms (orange),\nthe MLP's sampler (green)")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Finally, the true bound of each model on held-out digits (every $t$, `bits_per_dim`). These runs are far too
 # short to rank the two: the paper trains for hundreds of thousands of steps, and its best log-likelihoods come
 # from $L_\text{vlb}$ with importance sampling (section 3.3; the learning curves of Figure 6, ImageNet 64×64; the
@@ -235,7 +235,7 @@ for name, trainer in trainers.items():
     print(f"{name:>21}: {result['mean']:.3f} ± {result['stderr']:.3f} bits/dim")
     assert np.isfinite(result["mean"])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - $L_\text{vlb}$ estimated from one uniform $t$ is unbiased but very noisy: a few early steps hold much of the

@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/08_classifier_guidance.ipynb)
 #
 # # 08 · Classifier guidance: steer an unconditional model with a classifier's gradient
@@ -20,7 +20,7 @@
 #
 # *About 30 minutes.* Three exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -29,7 +29,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples, scales and s
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Bayes' rule, one step at a time
 #
 # We want samples of $p(x \mid y) \propto p(x)\,p(y \mid x)$. Section 4.1 of the paper applies this to each reverse
@@ -82,7 +82,7 @@ _ = torch.manual_seed(0)
 # Given the model's `mean` $\mu$ and `variance` $\Sigma$ (diagonal: a tensor of the shape of the image, or one that
 # broadcasts against it), the classifier's gradient `grad` $g$ and the `scale` $s$, return the mean of Algorithm 1.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def guided_mean(mean, variance, grad, scale):
     """The mean of a guided reverse step (Algorithm 1): mu + s * Sigma * grad log p(y | x_t)."""
     ### BEGIN SOLUTION
@@ -92,7 +92,7 @@ def guided_mean(mean, variance, grad, scale):
 
 guided_mean = check_guided_mean(guided_mean)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Guidance you can see: three classes in 2-D
 #
 # For data we know exactly, a mixture of three Gaussians (the classes), `GaussianMixture` gives the **exact**
@@ -101,7 +101,7 @@ guided_mean = check_guided_mean(guided_mean)
 # $\nabla_{x_t} \log p(y \mid x_t)$. Guided towards class 0 (on the right, at $(1, 0)$), watch the samples as $s$
 # grows.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 angles = torch.tensor([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
 mixture = GaussianMixture(torch.stack([angles.cos(), angles.sin()], 1), std=0.5)  # 3 overlapping classes
 diffusion_2d = GaussianDiffusion(get_betas("cosine", 100))  # 100 steps are plenty in 2-D
@@ -137,7 +137,7 @@ for ax, s in zip(axes, scales_2d):
     ax.set_aspect("equal")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # - $s = 0$: the unconditional model, all three classes.
 # - $s = 1$: mostly class 0, centred near its mean $(1, 0)$ (red cross: the samples' mean): for an exact
 #   classifier this is close to the true $p(x \mid y = 0)$.
@@ -150,7 +150,7 @@ plt.show()
 # random $t$, cross-entropy on the label. ADM uses the down half of the U-Net with attention pooling
 # (`EncoderUNetModel`). We ship one trained on the digits; it is given the timestep like the denoiser:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 model, diffusion, config = load_pretrained("digits", device=device)  # the unconditional digits model
 classifier, _, classifier_config = load_pretrained("digits_classifier", device=device)
 test = load_dataset("digits", "test")
@@ -174,7 +174,7 @@ shipped_accuracy = noisy_accuracy(classifier, ts)
 print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {shipped_accuracy[-1]:.2f} "
       f"(chance: 0.10)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 2: the classifier's gradient, `classifier_grad`
 #
 # Guidance needs $\nabla_{x_t} \log p_\phi(y \mid x_t)$ for a whole batch, each example with its own label: `y` is
@@ -183,7 +183,7 @@ print(f"accuracy on clean digits {shipped_accuracy[0]:.2f}, at t = {ts[-1]}: {sh
 # grad, and one backward pass can give every example its own gradient. Return a plain tensor of the shape of `x_t`
 # (no autograd graph attached: the sampler adds it to the mean).
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def classifier_grad(classifier, x_t, t, y):
     """grad_x log p(y | x_t) for each example of the batch, through autograd (ADM section 4)."""
     ### BEGIN SOLUTION
@@ -202,7 +202,7 @@ classifier_grad = check_classifier_grad(classifier_grad)
 # package's `cond_fn`. Where the classifier is already sure of a class, $\log p_\phi(y \mid x_t) \approx 0$ barely
 # moves: its gradient is small.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 digit = x0[y0 == 3][:1]
 t_grad = torch.full((10,), 200, device=device)
 noise_grad = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
@@ -226,7 +226,7 @@ for ax in axes.flat[:11]:
     ax.set_xticks([]), ax.set_yticks([])
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Training one yourself goes through the same `Trainer` as the denoiser, with the `digits_classifier` preset (the
 # objective is the cross-entropy of noisy images). **This cell takes time** in the full run: the shipped classifier
 # had 2000 steps.
@@ -245,7 +245,7 @@ plt.axhline(0.1, color="gray", ls=":", label="chance")
 plt.xlabel("t"), plt.ylabel("accuracy on noisy test digits"), plt.legend()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The classifier is sure at small $t$ and at chance near $t = T$, where no class is visible: guidance does most
 # of its work in the middle of the chain.
 #
@@ -261,7 +261,7 @@ plt.show()
 #
 # Your `guided_mean` gives the same step as the package's `condition_mean`:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 def unconditional(x, t, y=None):  # the labels are for the classifier only
     return model(x, t)
 
@@ -292,7 +292,7 @@ for ax, s in zip(axes, [0.0, 4.0]):
     ax.axis("off")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. The trade-off
 #
 # How good are the samples, as $s$ grows? Three numbers, in the feature space of a digits classifier
@@ -308,7 +308,7 @@ plt.show()
 # We sample once per scale, with the same noise and the same labels (every class equally often), then explore:
 # pick a class and a scale, and see the samples beside the curves.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 feature_net = load_digits_feature_net(device=device)
 real_features = extract_features(test.images, feature_net)  # the real test digits, 64-d features
 scales = pick([0.0, 1.0, 2.0, 4.0, 8.0, 16.0], [0.0, 2.0, 8.0])
@@ -317,7 +317,7 @@ guided = {s: sample_guided(s, labels) for s in scales}
 explorer = GuidanceExplorer(guided, labels, real_features, feature_net, label=3, scale=scales[-2])
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 m = explorer.metrics
 print("\n".join(f"s = {s:4g}: accuracy {m[s]['accuracy']:.2f}, precision {m[s]['precision']:.2f}, "
                 f"recall {m[s]['recall']:.2f}, FID {m[s]['fid']:.2f}" for s in scales))
@@ -326,7 +326,7 @@ before = explorer.image.value
 explorer.scale.value = scales[-1]
 assert explorer.image.value != before
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Read the curves: at $s = 0$ the labels are ignored (accuracy ≈ 0.1, chance) and recall is high; with guidance,
 # accuracy soars and precision rises, while recall falls as the samples bunch up on the classifier's favourite
 # shapes. The paper (Figure 4, Table 4) finds the same on ImageNet, and chooses $s$ to balance FID against IS; at
@@ -356,7 +356,7 @@ assert explorer.image.value != before
 #
 # For the three Gaussians of section 2 every term is exact, and the identity holds to float32 rounding:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
 y = torch.randint(0, 3, (500,), generator=torch.Generator().manual_seed(2))
 t = torch.randint(0, diffusion_2d.num_timesteps, (500,), generator=torch.Generator().manual_seed(3))
@@ -368,7 +368,7 @@ for w in [0.0, 1.0, 3.0]:
           f"largest difference {(free_eps - guided_eps).abs().max():.1e} (eps up to {free_eps.abs().max():.1f})")
     assert torch.allclose(free_eps, guided_eps, atol=1e-3)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # `ClassifierFreeGuidance` wraps the shipped `digits_cond` model (one batched call for both halves); $w = 0$ is the
 # plain conditional model.
 
@@ -387,7 +387,7 @@ fig = plotting.guidance_tradeoff_figure({"classifier guidance (s)": explorer.met
 plt.show()
 assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone already follows the labels
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Both walk the same road (points labelled by the scale, $s$ or $1 + w$): more guidance, higher precision and
 # accuracy, lower recall. The conditional model starts much further along (it is trained on the labels, so at
 # $w = 0$ it already draws the right class), and needs no second network, which is why classifier-free guidance
@@ -399,7 +399,7 @@ assert free_metrics[0.0]["accuracy"] > 0.5  # the conditional model alone alread
 # $= \epsilon(x_t, \varnothing)$, and the weight `w`, return $\tilde\epsilon$. Your mix then replaces the one inside
 # `ClassifierFreeGuidance` to sample digits.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def classifier_free_eps(eps_cond, eps_uncond, w):
     """The classifier-free guided noise prediction (1 + w) eps(x, y) - w eps(x, null) (Ho & Salimans)."""
     ### BEGIN SOLUTION
@@ -414,7 +414,7 @@ classifier_free_eps = check_classifier_free_eps(classifier_free_eps)
 # then `classifier_free_eps` on the noise channels (the learned variance comes from the conditional half). The same
 # output as the package's, then samples of each class at $w = 3$:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 class YourGuidance(ClassifierFreeGuidance):
     def __call__(self, x, t, y=None, **kwargs):
         null = torch.full_like(y, self.null_label)
@@ -437,7 +437,7 @@ plt.title("your mix, w = 3: one column per class, 0 to 9")
 plt.axis("off")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - Classifier guidance (Algorithm 1): $x_{t-1} \sim \mathcal{N}(\mu + s\,\Sigma\,\nabla_{x_t}\log p_\phi(y \mid

@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/09_fid.ipynb)
 #
 # # 09 · FID: how far are the samples from the data?
@@ -19,7 +19,7 @@
 #
 # *About 20 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -28,7 +28,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.linalg
@@ -55,7 +55,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples and step coun
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Features: compare what images show, not their pixels
 #
 # Two images of the same "3" shifted by one pixel are far apart pixel by pixel. FID compares images in the feature
@@ -90,7 +90,7 @@ print(f"features: train {train_features.shape}, test {test_features.shape}; "
 # digits, spoiled digits and model samples are all measured against them, and section 4 shows why a FID is only
 # comparable with FIDs against the same reference, of as many samples.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Two Gaussians and the distance between them
 #
 # Fit a Gaussian to each set: means $\mu_1, \mu_2$ and covariances $\Sigma_1, \Sigma_2$ of the features. FID is the
@@ -112,7 +112,7 @@ print(f"features: train {train_features.shape}, test {test_features.shape}; "
 #
 # `mu1`, `mu2`, `var1`, `var2` are numpy vectors of length $D$; return one number.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def frechet_distance_diag(mu1, var1, mu2, var2):
     """Frechet distance between N(mu1, diag(var1)) and N(mu2, diag(var2))."""
     ### BEGIN SOLUTION
@@ -122,14 +122,14 @@ def frechet_distance_diag(mu1, var1, mu2, var2):
 
 frechet_distance_diag = check_frechet_distance_diag(frechet_distance_diag)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 2: the full formula
 #
 # Now `sigma1`, `sigma2` are full $D \times D$ covariance matrices. $(\Sigma_1\Sigma_2)^{1/2}$ is a **matrix**
 # square root: the matrix $M$ with $MM = \Sigma_1\Sigma_2$, `scipy.linalg.sqrtm(sigma1 @ sigma2)`. Rounding can
 # give it tiny imaginary parts: keep `.real`.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2): FID when these are feature statistics."""
     ### BEGIN SOLUTION
@@ -154,7 +154,7 @@ diag = frechet_distance_diag(mu_train, np.diag(sigma_train), mu_test, np.diag(si
 print(f"FID(train, test) = {floor:.3f} (diagonal covariances: {diag:.3f})")
 assert abs(floor - fid_from_features(train_features, test_features)) < 1e-4 * max(floor, 1)  # = the package
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # What the Gaussians look like: the features of the test digits (the reference), of the training digits, and of the
 # training digits with noise added, on the two main axes of the test features. The features are far from Gaussian (they cluster by
 # class), but FID compares only the ellipses: the means and covariances.
@@ -167,7 +167,7 @@ fig = plotting.feature_gaussians_figure({"test (reference)": test_features, "tra
 plt.show()
 print(f"FID(noisy train, test) = {fid_from_features(noisy_features, test_features):.2f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. What moves FID
 #
 # Spoil real digits on purpose and watch their FID against the test digits. The real digits are 360 training digits,
@@ -176,12 +176,12 @@ print(f"FID(noisy train, test) = {fid_from_features(noisy_features, test_feature
 # model that never draws some digits: mode dropping). The title also gives precision and recall (notebook 08):
 # which of the three damages leaves precision intact?
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 real, real_labels = train.images[:360], train.labels[:360]  # stand-ins for 360 samples of a perfect model
 explorer = FIDExplorer(real, real_labels, test_features, net)
 explorer
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fids = {}
 for name, control, value in [("noise", explorer.noise, 0.5), ("blur", explorer.blur, 1.0), ("drop", explorer.drop, 5)]:
     control.value = value
@@ -191,7 +191,7 @@ print("\n".join(f"{k:6s}: FID {f:6.2f}, precision {p:.2f}, recall {r:.2f}" for k
 assert all(f > 5 * explorer.floor for f, _, _ in fids.values())  # each damage costs FID
 assert fids["drop"][1] > 0.7 > fids["drop"][2]  # dropped classes: precision stays, recall falls
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Dropped classes keep precision high (every digit left is a real one) and cut recall: FID, through its mean and
 # covariance terms, sees what is missing.
 #
@@ -213,7 +213,7 @@ assert fids["drop"][1] > 0.7 > fids["drop"][2]  # dropped classes: precision sta
 # explorer and three damaged versions. One of them is a "model" that draws **one digit per class**: each class's
 # first training digit, 36 times over.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 @torch.no_grad()
 def inception_style_score(images):
     """exp(E_x KL(p(y|x) || p(y))) with the digits classifier in place of Inception-v3 (Salimans et al. 2016)."""
@@ -236,7 +236,7 @@ plt.show()
 assert scores["5 classes dropped"][2] < is_real  # mode dropping lowers IS too
 assert is_one > 0.95 * is_real and fid_one > 5 * fid_real  # IS rates one digit per class as real digits; FID does not
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Ten distinct images, repeated, get a **higher** Inception-style score than the real digits (every image is
 # classified confidently, and the classes are exactly balanced), while their FID is many times that of the real
 # digits. That is the argument for FID: it measures the distance to real data, which IS never sees. (FID has blind
@@ -249,7 +249,7 @@ assert is_one > 0.95 * is_real and fid_one > 5 * fid_real  # IS rates one digit 
 # distance, so two sets of real images from the same distribution do not score 0. Here is the floor at each $n$:
 # $n$ random training digits against the test digits, over several random draws.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 sizes = [50, 100, 200, 360, 720, len(train_features)]
 rng = np.random.default_rng(0)
 draws = pick(10, 3)
@@ -262,7 +262,7 @@ fig = plotting.fid_floor_figure(sizes, floors, label="n real training digits", r
 plt.show()
 assert np.mean(floors[0]) > 4 * np.mean(floors[3])  # 50 images: several times the floor of 360
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Down to a few hundred images the floor falls roughly as $1/n$; beyond, it levels off, because the reference
 # itself has only 360 images and its own noise stays in every FID against it. That is why the papers use 50,000
 # samples, and why a FID is only comparable with FIDs **of as many samples, against the same reference, in the
@@ -291,7 +291,7 @@ assert min(model_fids.values()) > floor_n - 3 * floor_sd  # no model clearly bea
 first, last = list(model_fids.values())[0], list(model_fids.values())[-1]
 assert last < first  # more sampling steps, better samples
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # More steps give better samples, with diminishing returns (with a few hundred samples, differences of a few tenths
 # are within the noise of the estimate: the ± of the floor). The same samples score about the same against either
 # reference, but the floors differ: against the 1,437 training digits the floor is about half of what it is against
@@ -302,11 +302,11 @@ assert last < first  # more sampling steps, better samples
 # How do these compare with spoiled real digits? A second explorer has our models among its bars: find the noise
 # level that matches each one.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 models_explorer = FIDExplorer(real, real_labels, test_features, net, benchmarks=model_fids)  # the first keeps its own
 models_explorer
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - FID = $\lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}(\Sigma_1 + \Sigma_2 - 2(\Sigma_1\Sigma_2)^{1/2})$,

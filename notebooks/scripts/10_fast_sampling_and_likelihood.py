@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/10_fast_sampling_and_likelihood.ipynb)
 #
 # # 10 · Fewer steps: respacing, DDIM, and what sampling costs
@@ -23,7 +23,7 @@
 #
 # *About 25 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -32,7 +32,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import lzma
 import math
 import time
@@ -60,7 +60,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): fewer samples and steps. Le
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. The model, and the cost of one step
 #
 # We use the shipped `digits` model: the ADM U-Net trained on 8×8 digits with Improved DDPM's recipe (cosine
@@ -101,7 +101,7 @@ with torch.no_grad():
 call = float(np.median(times))
 print(f"one call on 64 digits: {1000 * call:.1f} ms -> {T} steps: about {T * call:.0f} s for 64 digits of 8x8 pixels")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. Respacing: a shorter chain with the same $\bar\alpha$
 #
 # The forward process only enters training through $\bar\alpha_t$: $x_t = \sqrt{\bar\alpha_t}\,x_0 +
@@ -122,7 +122,7 @@ print(f"one call on 64 digits: {1000 * call:.1f} ms -> {T} steps: about {T * cal
 # `betas` is the original schedule (numpy, $T$ values), `kept` the steps to keep, in any order (e.g. the set that
 # `space_timesteps` returns). Return the $K$ new betas. Code steps count from 0: `alpha_bar[t]` includes step `t`.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def respaced_betas(betas, kept):
     """beta_i = 1 - alpha_bar[S_i] / alpha_bar[S_{i-1}] over the sorted kept steps S, with alpha_bar[S_{-1}] = 1."""
     ### BEGIN SOLUTION
@@ -137,7 +137,7 @@ respaced_betas = check_respaced_betas(respaced_betas)
 # The package's `respace` does the same, and the respaced chain reaches every kept step with exactly the original
 # $\bar\alpha$:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 kept = space_timesteps(T, 10)  # 10 evenly spaced steps, the first and the last included
 fast10 = respace(diffusion, kept)
 assert np.allclose(respaced_betas(diffusion.betas, kept), fast10.betas)
@@ -155,7 +155,7 @@ ax2.set_xlabel("t"), ax2.set_title("each respaced step carries\nthe noise it ski
 ax2.legend()
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Learned variances with few steps: the paper's result and ours
 #
 # - **The paper** (Improved DDPM section 4, Figure 8; models trained with $T = 4000$ diffusion steps, for hundreds
@@ -177,7 +177,7 @@ plt.show()
 # the 10-step chain, the model's $v$ with the $v^*$ that step needs: the $v$ whose $\Sigma$ minimises the step's
 # term of the bound given the model's own error of $\hat x_0$ (`kl_optimal_variance`, notebook 04 section 7).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 gap = np.log(diffusion.betas[1:] / diffusion.posterior_variance[1:])  # t = 1..T-1 (beta-tilde_0 = 0)
 print(f"{T}-step chain: median log(β/β̃) = {np.median(gap):.4f}; below 0.01 at {np.mean(gap < 0.01):.0%} of the steps")
 chains = {f"{k} steps": respace(diffusion, k) for k in [10, 25, 50, 100]}
@@ -201,7 +201,7 @@ fig = plotting.variance_gap_figure(diffusion, chains, {"the model's v": (needed[
 plt.show()
 assert np.median(gap) < 0.01 and np.mean(chain.betas[1:] > 1.1 * chain.posterior_variance[1:]) > 0.5
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The gap is wide at most steps of the 10-step chain and only near $t = 0$ on the full chain. At most steps the
 # model uses a $v$ well above the $v^*$ its own errors call for: its steps add more noise than they should. That is
 # consistent with the FIDs above: the fixed $\tilde\beta$ ($v = 0$, closer to what these steps need) beats it at 10
@@ -229,7 +229,7 @@ assert np.median(gap) < 0.01 and np.mean(chain.betas[1:] > 1.1 * chain.posterior
 # `x_t`, `eps` and `noise` are tensors of one shape; `alpha_bar`, `alpha_bar_prev` and `eta` are plain numbers
 # (use `** 0.5` or `math.sqrt`, not `torch.sqrt`). Return $x_{t-1}$.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def ddim_step(x_t, eps, alpha_bar, alpha_bar_prev, eta, noise):
     """One DDIM step (eq. 12) from x_t, given the predicted noise eps."""
     ### BEGIN SOLUTION
@@ -252,7 +252,7 @@ ddim_step = check_ddim_step(ddim_step)
 # $\epsilon$ that goes with it (the package does so by default, `clip_denoised=True`). Remove the two clipping lines
 # below to see what happens without.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 x_T = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)).to(device)
 x = x_T
 for i in reversed(range(fast10.num_timesteps)):
@@ -273,7 +273,7 @@ for ax, images, title in zip(axes, [x_T, x], ["x_T (noise)", "your DDIM, 10 step
     ax.set_title(title), ax.axis("off")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Quality against steps
 #
 # How much is lost with fewer steps? We sample the same starting noise with three samplers at several step counts,
@@ -296,7 +296,7 @@ sweep = sampling_sweep(model, diffusion, step_counts, n_samples, extractor=net, 
                        skip=[("DDIM η=0", T), ("DDIM η=1", T)])  # DDIM at all 1000 steps: 2000 more calls
 print(sweep.table())
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 4.0), layout="constrained")
 plotting.draw_fid_vs_steps(ax1, sweep, legend=False)
 plotting.draw_speed_vs_steps(ax2, sweep, legend=False)
@@ -312,7 +312,7 @@ assert many.seconds > few.seconds and all(math.isfinite(p.fid) for p in sweep.po
 if not FAST:  # 5 ancestral steps are far outside the noise of real data
     assert sweep.get("ancestral", 5).fid > sweep.real_fid + 3 * sweep.real_fid_std
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # What to look for (the numbers above are measured in this run, so they move a little from run to run):
 #
 # - **Time is proportional to steps.** Samples per second fall like $1/K$: the dotted line. Every sampler pays one
@@ -344,7 +344,7 @@ if not FAST:  # 5 ancestral steps are far outside the noise of real data
 # every row; at the right of each row, the share of all the samples whose class (by the digits classifier)
 # matches the class that sampler gives at its largest step count.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 @torch.no_grad()
 def digit_classes(images):
     return net.logits(images.to(device)).argmax(1).cpu()
@@ -361,24 +361,24 @@ fig = plotting.same_noise_figure(sweep, ["ancestral", "DDIM η=0"], agreement=ag
 plt.show()
 assert agreement["DDIM η=0"][0] > agreement["ancestral"][0] + 0.3  # fewest steps: DDIM keeps most digits
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Explore
 #
 # Move `steps` and switch the sampler: the samples at that setting, its FID and its measured time, all from the
 # sweep above (nothing is recomputed). The red ring marks the point on the curves.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 explorer = FastSamplingExplorer(sweep, sampler="DDIM η=0", steps=step_counts[1])
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.steps.value = step_counts[0]
 explorer.sampler.value = "ancestral"
 assert explorer.image.value != before and explorer.point is sweep.get("ancestral", step_counts[0])
 print(explorer.titles[0])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. Likelihood in bits/dim
 #
 # The variational bound of notebook 03 (DDPM eq. 5) is an upper bound on $-\log p_\theta(x_0)$. Divided by the
@@ -406,7 +406,7 @@ for k in bpd_steps:
 best = bpd[bpd_steps[-1]]
 assert bpd[bpd_steps[0]]["mean"] > best["mean"]  # the bound is looser with fewer steps
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # What is a good number? Compare with codes for the same test pixels that need no diffusion model:
 #
 # - **8 bits/dim**: storing each 8-bit pixel as it is (a uniform model over 256 values);
@@ -417,7 +417,7 @@ assert bpd[bpd_steps[0]]["mean"] > best["mean"]  # the bound is looser with fewe
 # And one fact about this data: scikit-learn's digits have only 17 grey levels (0 to 16), so a model that learned
 # just that, and nothing else, would pay at most $\log_2 17 = 4.09$ bits/dim.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 def to_bytes(images):
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).flatten(1).numpy()
 
@@ -435,7 +435,7 @@ assert histogram_bpd < best["mean"] < 8  # better than raw pixels, worse than th
 fig = plotting.vb_terms_figure(best["vb"], best["prior_bpd"])
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The diffusion model beats raw pixels but **loses to the per-pixel histogram**, and this is no bug. The digits use
 # only 17 of the 256 grey levels; the histogram puts all its probability on those, while the diffusion model's
 # decoder $L_0$ is a Gaussian cut into 256 bins (DDPM eq. 13), which spreads probability over neighbouring levels

@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/exercises/03_loss.ipynb)
 #
 # > **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in `notebooks/03_loss.ipynb`.
@@ -20,7 +20,7 @@
 # *About 25 minutes.* Three exercises; each checks itself when you run it, and "Run all" works even before you
 # solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -29,7 +29,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import math
 
 import matplotlib.pyplot as plt
@@ -49,7 +49,7 @@ print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 LN2 = math.log(2.0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. The variational bound, term by term
 #
 # The reverse process $p_\theta(x_{t-1} \mid x_t) = \mathcal{N}(\mu_\theta(x_t, t), \Sigma_\theta(x_t, t))$ is
@@ -78,7 +78,7 @@ LN2 = math.log(2.0)
 # Implement it **elementwise** (return a tensor of the inputs' shape), taking **log-variances**
 # $\log\sigma^2$, as the reference code does: variances span many orders of magnitude across $t$.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
     # YOUR CODE HERE
@@ -87,7 +87,7 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 
 normal_kl = check_normal_kl(normal_kl)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. A model whose best answer we know
 #
 # To measure the terms we need a model $p_\theta$. Notebook 02 trained one on 2-D points; here we take a model we can
@@ -103,7 +103,7 @@ normal_kl = check_normal_kl(normal_kl)
 # That is a real, if crude, generative model of digits, built on the best denoiser for Gaussian data. We evaluate
 # it on held-out test digits, so nothing is memorised.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 T = 1000
 diffusion = GaussianDiffusion(get_betas("linear", T), mean_type="x0", var_type="fixed_small")
 alpha_bar = torch.from_numpy(diffusion.alphas_cumprod)
@@ -125,7 +125,7 @@ def x0_model(x_t, t):
 
 print(f"{len(test)} test digits; the 5 largest variances of the fit: {lam[-5:].numpy().round(2)}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Checking one term by hand, with your `normal_kl`
 #
 # Take code $t = 100$ (the paper's step from $x_{101}$ back to $x_{100}$, the term $L_{100}$): draw $x_t$, compute the
@@ -152,7 +152,7 @@ eq12 = weight * mean_flat((noise - eps_hat) ** 2) / LN2
 print(f"L_t at t = 100: {L_t.mean():.5f} bits/dim by the KL, {eq12.mean():.5f} by eq. 12 (weight {weight:.3g})")
 assert torch.allclose(L_t, eq12, rtol=1e-4)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 2: the last term, the decoder $L_0$, in bits per dimension
 #
 # $L_0 = -\log p_\theta(x_0 \mid x_1)$ is not a KL: $x_0$ is an image of 8-bit pixels, and DDPM ends the chain with
@@ -169,7 +169,7 @@ assert torch.allclose(L_t, eq12, rtol=1e-4)
 # out of the log with `.clamp(min=1e-12)`. (The package uses a tanh approximation of $\Phi$; the check accepts
 # either.)
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def decoder_nll_bits(x0, mean, log_scale):
     """L_0 = -log p(x0 | x_1) of the discretised Gaussian decoder (DDPM eq. 13), in bits/dim, per example."""
     # YOUR CODE HERE
@@ -178,7 +178,7 @@ def decoder_nll_bits(x0, mean, log_scale):
 
 decoder_nll_bits = check_decoder_nll_bits(decoder_nll_bits)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Your decoder on the Gaussian model's last step, for the test digits, against the package's (a diffusion with
 # `loss_type="kl"` returns the bound's term at each example's $t$: at $t = 0$, $L_0$):
 
@@ -193,13 +193,13 @@ print(f"L_0 = {L_0.mean():.3f} bits/dim with your decoder, {package_L0.mean():.3
       f"(sigma_1 = {step0['log_variance'][0].exp().sqrt().max():.4f}, a bin is 2/255 = {2 / 255:.4f} wide)")
 assert torch.allclose(L_0.mean(), package_L0.mean(), rtol=1e-2)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. All the terms of the bound
 #
 # `calc_bpd_loop` computes every term for every $t$: $L_T$ (`prior_bpd`), and in `vb[:, t]` the decoder $L_0$ at
 # $t = 0$ and $L_{t}$ for $t \ge 1$, all in **bits per dimension** (nats / ln 2, averaged over the 64 pixels).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 out = diffusion.calc_bpd_loop(x0_model, test, generator=torch.Generator().manual_seed(0))
 vb, prior = out["vb"].mean(0), out["prior_bpd"].mean()
 print(f"L_T = {prior:.2e}   L_0 = {vb[0]:.3f}   sum of L_t, t >= 1: {vb[1:].sum():.3f}   "
@@ -213,7 +213,7 @@ assert torch.allclose(my_prior, out["prior_bpd"], rtol=1e-4)
 fig = plotting.vb_terms_figure(out["vb"], out["prior_bpd"])
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Read the picture:
 #
 # - **$L_T$ is about $10^{-5}$ bits**: the linear schedule ends close enough to $\mathcal{N}(0, \mathbf{I})$.
@@ -236,18 +236,18 @@ plt.show()
 # bits/dim, the true bound (with a fixed isotropic $\Sigma$) FID 13.51 with a better NLL $\le$ 3.70. Improved DDPM
 # (section 3) comes back to the likelihood.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = plotting.vlb_weights(diffusion)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 3: the simple loss
 #
 # `model(x_t, t)` predicts the noise. Return **one loss per example**, shape `(B,)`: the squared error averaged
 # over every dimension but the batch (`mean_flat`). Use the `noise` you are given (it is what made `x_t`), and
 # `diffusion.q_sample(x0, t, noise)` for eq. 4.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def simple_loss(model, diffusion, x0, t, noise):
     """L_simple per example (DDPM eq. 14)."""
     # YOUR CODE HERE
@@ -275,7 +275,7 @@ loss = simple_loss(eps_model, eps_diffusion, test, t, noise)
 assert torch.allclose(loss, eps_diffusion.training_losses(eps_model, test, t, noise)["loss"], rtol=1e-5)
 print(f"L_simple of the Gaussian model: {loss.mean():.3f} (a model that always predicts 0 scores 1)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Where does each loss put its weight? For each term $L_t$, the share of the total that comes from it: the bound
 # ($\lambda_t$ times the noise error) against the simple loss (the noise error `mse` alone), for our Gaussian model.
 
@@ -291,7 +291,7 @@ plt.show()
 print(f"the terms L_1 ... L_99 hold {share_vb[:99].sum():.0%} of L_vlb but {share_simple[:99].sum():.0%} of "
       "L_simple")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Why predict $\epsilon$?
 #
 # The network could predict $x_0$, the posterior mean $\tilde\mu_t$, or the noise $\epsilon$: each gives the others
@@ -310,7 +310,7 @@ print(f"the terms L_1 ... L_99 hold {share_vb[:99].sum():.0%} of L_vlb but {shar
 #    $\epsilon$ was about as good as predicting $\tilde\mu_t$, and with $L_\text{simple}$ it was much better;
 #    learning a diagonal $\Sigma$ with the bound was unstable (notebook 04 learns it another way).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 ts = np.unique(np.geomspace(1, T, 40).astype(int)) - 1  # code t, spread over the chain on a log scale
 g = torch.Generator().manual_seed(1)
 variances = {"ε": [], "x₀": [], "μ̃ₜ": [], "μ̃ₜ − xₜ/√αₜ": []}
@@ -332,7 +332,7 @@ small = variances["μ̃ₜ − xₜ/√αₜ"]
 print(f"variance of eps: {min(variances['ε']):.2f} to {max(variances['ε']):.2f}; of the part of mu~ that x_t does "
       f"not give: {min(small):.1e} to {max(small):.1e}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - The bound of eq. 5 is $L_T$ (fixed, ~0) + one Gaussian KL per step + a decoder term $L_0$.

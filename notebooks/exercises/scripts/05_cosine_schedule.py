@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/exercises/05_cosine_schedule.ipynb)
 #
 # > **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in `notebooks/05_cosine_schedule.ipynb`.
@@ -19,7 +19,7 @@
 #
 # *About 15 minutes.* One exercise; it checks itself when you run it.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -28,7 +28,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import math
 
 import matplotlib.pyplot as plt
@@ -47,7 +47,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): smaller pictures. Learners 
 print(f"device: {device}, fast mode: {FAST}")
 T = 1000
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. What is wrong with the linear schedule?
 #
 # In DDPM, $\beta_t$ grows linearly from $10^{-4}$ to $0.02$. Nichol & Dhariwal found this worked well for
@@ -64,7 +64,7 @@ linear = GaussianDiffusion(get_betas("linear", T))
 signal = np.sqrt(linear.alphas_cumprod)
 print(f"linear: {np.mean(signal < 0.05):.0%} of the steps keep less than 5% of the signal")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. The cosine schedule (Improved DDPM eq. 17)
 #
 # Define $\bar\alpha_t$ directly, then recover the betas:
@@ -85,7 +85,7 @@ print(f"linear: {np.mean(signal < 0.05):.0%} of the steps keep less than 5% of t
 # paper's $t = i + 1$: `beta[i] = 1 - alpha_bar((i + 1) / T) / alpha_bar(i / T)`, where `alpha_bar(tau)` can
 # use the unnormalised $f$ (the $f(0)$ cancels in the ratio).
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def cosine_betas(num_timesteps, s=0.008, max_beta=0.999):
     """beta_1..beta_T of the cosine schedule (Improved DDPM eq. 17), clipped at max_beta."""
     # YOUR CODE HERE
@@ -94,7 +94,7 @@ def cosine_betas(num_timesteps, s=0.008, max_beta=0.999):
 
 cosine_betas = check_cosine_betas(cosine_betas)
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 betas = cosine_betas(T)
 cosine = GaussianDiffusion(betas)
 print(f"sqrt(beta_1) = {math.sqrt(betas[0]):.4f} < 1/127.5 = {1 / 127.5:.4f}; "
@@ -102,7 +102,7 @@ print(f"sqrt(beta_1) = {math.sqrt(betas[0]):.4f} < 1/127.5 = {1 / 127.5:.4f}; "
 print(f"cosine: {np.mean(np.sqrt(cosine.alphas_cumprod) < 0.05):.0%} of the steps keep less than 5% of the signal")
 assert np.allclose(betas, get_betas("cosine", T))  # the package's schedule
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. $\bar\alpha_t$ through the diffusion (Improved DDPM Figure 5)
 #
 # The linear schedule's $\bar\alpha_t$ (blue) is near 0 for the whole last third. The cosine one falls linearly in
@@ -118,7 +118,7 @@ plotting.draw_alpha_bar(ax1, schedules)
 plotting.draw_snr(ax2, schedules)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. What it looks like (Improved DDPM Figure 3)
 #
 # The same image and the same noise at evenly spaced $t$ from $0$ to $T-1$, linear on top, cosine below (the
@@ -130,7 +130,7 @@ photo = plotting.sample_photo(pick(64, 32))
 fig = plotting.latent_grid(photo, schedules, n_cols=pick(10, 6))
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Explore
 #
 # Move `t` to see $x_t$ under both schedules and where $t$ sits on the $\bar\alpha_t$ curves; change the image to
@@ -138,17 +138,17 @@ plt.show()
 # longer than a $16\times16$ one, because each feature spans more pixels and the eye averages the noise away. That
 # is why the linear schedule, which works well for large images, is too aggressive for small ones.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 explorer = ScheduleExplorer(num_timesteps=T, t=600, image="photo 32x32")
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.image_choice.value = "photo 16x16"
 explorer.t.value = 750
 assert explorer.image.value != before and explorer.titles[0] == "ᾱₜ, t = 750"
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. How many steps: $T = 1000$ or $4000$?
 #
 # Improved DDPM (section 3) also lengthened the chain, from $T = 1000$ to $4000$ steps, and found a better
@@ -157,7 +157,7 @@ assert explorer.image.value != before and explorer.titles[0] == "ᾱₜ, t = 750
 # pixels), the same cosine schedule with several $T$, and the whole bound of each (`calc_bpd_loop`, notebook 03),
 # with either fixed variance. The bound can never go below the data's true $-\log p$, which we also know here.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 angles = np.arange(8) * np.pi / 4
 ring = GaussianMixture(0.6 * np.stack([np.cos(angles), np.sin(angles)], 1), std=0.15)
 x, _ = ring.sample(pick(1024, 256), generator=torch.Generator().manual_seed(0))
@@ -187,7 +187,7 @@ i, j = lengths.index(1000), lengths.index(4000)
 print("from T = 1000 to 4000: " + "; ".join(f"{name} {v[i]:.3f} -> {v[j]:.3f}" for name, v in bounds.items()))
 print(f"at T = 4000 the better bound is {min(b[j] for b in bounds.values()) - true_bpd:.3f} bits/dim above -log2 p")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The denoiser is perfect at every $T$, and yet the bound improves with more steps. With the best possible mean,
 # what the bound still loses is the mismatch between each true reverse step and a Gaussian of fixed variance, and
 # shorter steps are closer to Gaussian (notebook 02, section 1). The variance matters too: here $\beta$ beats

@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/exercises/07_unet.ipynb)
 #
 # > **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in `notebooks/07_unet.ipynb`.
@@ -22,7 +22,7 @@
 #
 # *About 25 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -31,7 +31,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import dataclasses
 import math
 import time
@@ -64,7 +64,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): a few training steps. Learn
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Telling the network the time: the sinusoidal embedding
 #
 # One network serves all $T = 1000$ steps, so it must know $t$: at $t = 10$ it should remove a whisper of noise, at
@@ -87,7 +87,7 @@ _ = torch.manual_seed(0)
 # `t` has shape `(B,)` (integers; the formula works for fractions too); return `(B, dim)`: all the cosines, then all
 # the sines, in float32. When `dim` is odd, add one column of zeros at the end.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "slide"} tags=["exercise"]
 def timestep_embedding(t, dim, max_period=10000):
     """Sinusoidal embedding of timesteps t (B,) -> (B, dim): cosines, then sines, of t * max_period^(-i/half)."""
     # YOUR CODE HERE
@@ -96,7 +96,7 @@ def timestep_embedding(t, dim, max_period=10000):
 
 timestep_embedding = check_timestep_embedding(timestep_embedding)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Every $t$ of the chain, embedded in 64 dimensions. Left, the fast frequencies (first columns of each half)
 # flicker from step to step, the slow ones barely move: together they pin $t$ down. Right, the similarity of two
 # embeddings falls off as their steps move apart.
@@ -112,7 +112,7 @@ for dim in (32, 64):  # 32: the digits U-Net (model_channels); 64: the figure
 fig = plotting.timestep_embedding_figure(emb)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Which $t$ does the network see on a shorter chain? `respace` (notebook 10) keeps a subset of the steps and calls
 # the model at the **original** integer timesteps, `timestep_map[i]` (a `torch.long` tensor), so this package never
 # feeds it fractions. Fractions do occur in the reference code: improved-diffusion's `rescale_timesteps=True` scales
@@ -125,7 +125,7 @@ chain = respace(digits_diffusion, 10)
 print(f"the 10-step chain calls the model at t = {chain.timestep_map.tolist()} ({chain.timestep_map.dtype})")
 assert chain.timestep_map.dtype == torch.long
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2. The residual block, and adaptive group normalization
 #
 # The U-Net is built from residual blocks (He et al. 2016), each
@@ -151,7 +151,7 @@ print(f"x {tuple(x.shape)}, embedding {tuple(e.shape)} -> {tuple(out.shape)}; "
       f"scale and shift from Linear(128, {block.emb_proj.out_features}) = 2 x 32 channels")
 assert torch.equal(out, x)  # at initialisation the block is the identity
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # In a trained model the same weights act differently at every step: here, the scale $1 + y_s$ and shift $y_b$
 # that the time embedding gives the first residual block of the shipped digits model, for 6 of its 32 channels.
 # Some channels are switched off (scale near 0) at high noise and on at low noise, or the other way round.
@@ -170,7 +170,7 @@ ax.set(xlabel="t", title="scale 1 + y_s"), ax2.set(xlabel="t", title="shift y_b"
 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### Exercise 2: the residual block, `res_block_forward`
 #
 # Write the block's forward pass with the block's own layers: `block.in_norm`, `block.in_conv`, `block.emb_proj`
@@ -181,7 +181,7 @@ plt.show()
 # SiLU. The check runs your function on blocks with random weights, their last conv included (it is zero in a
 # fresh block, which would hide most mistakes); then the shipped model runs with your block in every place.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def res_block_forward(block, x, emb):
     """ResBlock.forward with AdaGN, (1 + y_s) GroupNorm(h) + y_b with [y_s, y_b] = emb_proj(emb) (ADM section 3)."""
     # YOUR CODE HERE
@@ -190,7 +190,7 @@ def res_block_forward(block, x, emb):
 
 res_block_forward = check_res_block_forward(res_block_forward)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The shipped model with **your** block in place of each of its residual blocks (their `forward` replaced for the
 # length of this cell), against the model as it ships, on noisy test digits:
 
@@ -212,7 +212,7 @@ print(f"your block in all {len(blocks)} residual blocks: largest difference from
       f"{(yours - shipped).abs().max():.1e}")
 assert torch.allclose(yours, shipped, atol=1e-4)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Attention: every pixel looks at every other
 #
 # Convolutions see a small neighbourhood; to coordinate distant parts of an image (the two ends of a stroke) the
@@ -226,7 +226,7 @@ assert torch.allclose(yours, shipped, atol=1e-4)
 #
 # Here is one attention block of the shipped model, recomputed by hand on a noisy digit:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 attn = model.input_blocks[3][1]  # the attention after the residual block at 4x4
 digit = load_dataset("digits", "test").images[:1].to(device)
 t = torch.tensor([300], device=device)
@@ -255,7 +255,7 @@ for ax in axes:
     ax.set_xticks([]), ax.set_yticks([])
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Down, across and up: the whole U
 #
 # The blocks are stacked in a U:
@@ -283,11 +283,11 @@ print(f"total: {total:,} parameters; the output has 2 channels: eps and the vari
 # deepen it. Where are most of the parameters? (Hint: a 3×3 conv has $9C^2$ weights.) Some widths cannot be built:
 # attention heads have a fixed number of channels, which must divide the width of every attention level.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 explorer = UNetExplorer("digits8")
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.preset.value = "imagenet64"
 print(explorer.titles[0])
@@ -295,7 +295,7 @@ assert explorer.image.value != before and explorer.total > 2e8  # ADM ImageNet 6
 assert explorer.rows[-1].out_shape == (1, 6, 64, 64)  # RGB noise + RGB variance
 explorer.preset.value = "digits8"
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ### ADM's choices, and what depth costs
 #
 # Section 3 of "Diffusion Models Beat GANs" ablates this U-Net on ImageNet (Table 1: FID after 700K and 1200K
@@ -314,7 +314,7 @@ explorer.preset.value = "digits8"
 # (counted by PyTorch's `FlopCounterMode`: 2 FLOPs per multiply-add of the convolutions, linear layers and attention
 # products) and the time of one call on 64 digits on this device; beside it, the same network made wider instead.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 variants = {"shipped: 1 block per level, 32 ch": config.model,
             "deeper: 2 blocks per level, 32 ch": dataclasses.replace(config.model, num_res_blocks=2),
             "wider: 1 block per level, 48 ch": dataclasses.replace(config.model, model_channels=48)}
@@ -347,7 +347,7 @@ assert p2 > p1 and f2 > f1
 # hour of training on ImageNet, and its answer (width, 2 blocks per level) is a measurement at that scale, not
 # one we repeat here. The digits presets keep one block per level, which keeps CPU training short.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Train one
 #
 # First, what a fully trained one gives: the shipped digits model (2000 steps of the `digits` preset: cosine
@@ -366,7 +366,7 @@ plt.show()
 # when it can be downloaded; on a CPU, on the 8×8 digits. **This is the cell that takes time** (a few minutes on a
 # laptop CPU; interrupt it whenever you like, the trainer stops cleanly).
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 data = "digits"
 if device.type == "cuda":
     try:
@@ -382,7 +382,7 @@ display(monitor)
 trainer = Trainer.from_config(train_config, device=device, callbacks=[monitor.callback()], progress=False)
 history = trainer.train(steps)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The noise-prediction error went down (the total loss also holds the variance term $L_{vlb}$, which is noisier):
 
 # %%
@@ -392,7 +392,7 @@ print(f"{trainer}\nmse: first third {np.median(mse[:third]):.3f} -> last third {
 assert np.median(mse[-third:]) < np.median(mse[:third])
 assert monitor.renders > 1 and monitor.samples is not None  # the live view was redrawn during training
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - $t$ enters as sinusoids at geometric frequencies, through an MLP, into **every** residual block.

@@ -6,7 +6,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ddpm-lite/ddpm_lite/blob/main/notebooks/exercises/11_beyond_images.ipynb)
 #
 # > **Exercise version.** Fill in the cells marked `YOUR CODE HERE`; the solutions are in `notebooks/11_beyond_images.ipynb`.
@@ -21,7 +21,7 @@
 #
 # *About 20 minutes.* One exercise; it checks itself when you run it. Turn the sound on.
 
-# %% tags=["colab-setup"]
+# %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
 import sys
 
@@ -30,7 +30,7 @@ if "google.colab" in sys.modules:
 
     get_ipython().run_line_magic("pip", "install -q git+https://github.com/ddpm-lite/ddpm_lite")
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ FAST = fast_mode()  # True in CI (DDPM_LITE_FAST=1): a few training steps only. 
 print(f"device: {device}, fast mode: {FAST}")
 _ = torch.manual_seed(0)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1. Waveforms as data
 #
 # A mono sound is a sequence of air-pressure samples: here $L$ numbers at 8000 samples per second (telephone
@@ -64,7 +64,7 @@ _ = torch.manual_seed(0)
 #
 # $$x[k] = c \sum_{j} a_j \sin(2\pi f_j k / 8000 + \varphi_j), \qquad f_j \in \{262, 330, 392, 523, 659\}\ \text{Hz}.$$
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 notes = list(NOTES.values())
 examples = sine_tones(4, length=2048, max_tones=2, frequencies=notes, seed=1)  # (4, 1, 2048): 0.256 s each
 print(f"{tuple(examples.shape)}, in [{examples.min():.2f}, {examples.max():.2f}]; "
@@ -73,7 +73,7 @@ fig = plotting.waveform_figure(examples, SAMPLE_RATE, titles=[f"example {i}" for
 plt.show()
 display(Audio(sound.sequence(examples, SAMPLE_RATE), rate=SAMPLE_RATE))  # the four, each repeated to 1 s
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Each column shows the first 20 ms of a waveform and, below, its **spectrogram**: the loudness of each frequency
 # (vertical) over time (horizontal), from short-time Fourier transforms. A tone is a horizontal line; a chord, two.
 #
@@ -95,7 +95,7 @@ display(Audio(sound.sequence(examples, SAMPLE_RATE), rate=SAMPLE_RATE))  # the f
 # `x0` has shape $(B, C, L)$; `alpha_bar` is a number or a tensor $(B,)$. Return one SNR in dB per signal, $(B,)$:
 # the mean of $x_0^2$ runs over every dimension but the batch.
 
-# %% tags=["exercise"]
+# %% slideshow={"slide_type": "fragment"} tags=["exercise"]
 def snr_db(x0, alpha_bar):
     """10 log10(alpha_bar * mean(x0^2) / (1 - alpha_bar)), one value per signal."""
     # YOUR CODE HERE
@@ -104,7 +104,7 @@ def snr_db(x0, alpha_bar):
 
 snr_db = check_snr_db(snr_db)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # We use $T = 200$ steps with the cosine schedule (DiffWave uses 50 steps as a vocoder and 200 for unconditional
 # generation). Where does the chord sink below the hiss?
 
@@ -120,7 +120,7 @@ print(f"SNR at t = 0: {curve[0]:.1f} dB; it crosses 0 dB at t = {t_zero}; at t =
 fig = plotting.waveform_noising_figure(diffusion, x0, [0, 20, t_zero, 100, 150, T - 1], SAMPLE_RATE, ms=20)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # Listen to the same chord at growing $t$ (each clip normalised to the same peak, so you hear the *proportion* of
 # hiss): the tone remains audible well below 0 dB. The spectrogram shows why: the noise spreads its power over all
 # frequencies up to 4 kHz, while the tone's power sits in a single line. Your ear, like the spectrogram, hears each
@@ -135,23 +135,23 @@ for t in [0, 40, t_zero, 100, 150]:
     clips.append(x_t / x_t.abs().max())
 display(Audio(sound.sequence(clips, SAMPLE_RATE), rate=SAMPLE_RATE, normalize=False))  # each clip for 1 s
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3. Explore
 #
 # Move `t`: the waveform with $x_0$ in grey, the spectrogram of $x_t$, the SNR curve, and a player with $x_t$.
 # Find the $t$ where you stop hearing the chord, and compare it with where the spectrogram loses its lines.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 explorer = WaveformNoisingExplorer(diffusion, x0, SAMPLE_RATE, t=t_zero)
 explorer
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 before = explorer.image.value
 explorer.t.value = 150
 assert explorer.image.value != before and explorer.titles[-1].startswith("SNR(150)")
 print(explorer.titles[0])
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. A network for 1-D signals: DiffWave's dilated convolutions
 #
 # The U-Net halves the resolution to see far; DiffWave never does. It stacks residual layers of 1-D convolutions
@@ -174,14 +174,14 @@ out = model(torch.randn(3, 1, 256), torch.tensor([0, 50, 199]))
 assert out.shape == (3, 2, 256)  # eps and v, one of each per input sample
 print("output:", tuple(out.shape))
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5. Training: the same `Trainer`
 #
 # `Trainer` takes the tensor of training signals as it is; the loss is the hybrid loss of Improved DDPM (eq. 16)
 # on $(N, 1, L)$ instead of $(N, 1, H, W)$. **This cell trains the model for real**: a few minutes on a CPU
 # (seconds on a GPU); in fast mode only a few steps, so the samples below are then still noise.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 data = sine_tones(4000, length=256, max_tones=2, frequencies=notes, seed=0)
 trainer = Trainer(model, diffusion, data, batch_size=32, lr=2e-3, ema_decay=0.995, device=device,
                   progress=not FAST)
@@ -196,13 +196,13 @@ ax.semilogy(loss, lw=0.7)
 ax.set_xlabel("step"), ax.set_ylabel("hybrid loss")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. Sampling sounds
 #
 # The reverse process, unchanged: start from white noise of the length we want, here 0.256 s (2048 samples, eight
 # times the training windows), and run the $T$ steps of ancestral sampling with the learned variances.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 length = pick(2048, 512)
 samples = generate(trainer.ema, diffusion, (4, 1, length), steps=pick(None, 10),
                    generator=torch.Generator().manual_seed(0), device=device).cpu()
@@ -218,7 +218,7 @@ fig = plotting.waveform_figure(samples, SAMPLE_RATE, titles=[f"sample {i}" for i
 plt.show()
 display(Audio(sound.sequence(samples.clamp(-1, 1), SAMPLE_RATE), rate=SAMPLE_RATE))  # each repeated to 1 s
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # The samples are chords of the training notes: horizontal lines in the spectrograms at the notes' frequencies,
 # with a little leftover hiss. Over the 256 ms, longer than anything seen in training, a note can fade or give way
 # to another: the network only sees 64 ms at a time, so nothing forces the same note everywhere.
