@@ -16,7 +16,9 @@ range (``model.hidden=0``, ``lr=nan``) and its consistency with the others (an M
 Presets: ``digits`` (unconditional U-Net, learned variances with the hybrid loss, cosine schedule; Improved
 DDPM), ``digits_cond`` (class-conditional, labels dropped with probability 0.1 for classifier-free guidance),
 ``digits_classifier`` (the noisy-image classifier for classifier guidance; Dhariwal & Nichol 2021) and ``toy``
-(an MLP on a 2-D toy distribution).
+(an MLP on a 2-D toy distribution); for a CPU, ``digits16`` and ``digits28`` (the digits upsampled); for one GPU
+(minutes on a Colab T4), ``mnist``, ``fashion_mnist`` and ``cifar10`` (:data:`GPU_PRESETS`; their sizes, FLOPs
+and times are in docs/gpu.md). :func:`choose_preset` picks the GPU preset when CUDA and the data are there.
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ SAMPLER_NAMES = ("uniform", "loss-second-moment")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # (channels, height, width) of each image dataset, and the UNetConfig presets sized for it
-DATA_SHAPES = {"digits": (1, 8, 8), "digits16": (1, 16, 16), "mnist": (1, 28, 28),
+DATA_SHAPES = {"digits": (1, 8, 8), "digits16": (1, 16, 16), "digits28": (1, 28, 28), "mnist": (1, 28, 28),
                "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-_UNET_FOR_DATA = {"digits": "digits8", "digits16": "digits16", "mnist": "mnist28", "fashion_mnist": "mnist28",
-                  "cifar10": "cifar10"}
+_UNET_FOR_DATA = {"digits": "digits8", "digits16": "digits16", "digits28": "digits28", "mnist": "mnist28",
+                  "fashion_mnist": "mnist28", "cifar10": "cifar10_small"}
 _CLASSIFIER_FOR_DATA = {"digits": "digits8_classifier", "digits16": "digits16_classifier"}
 NUM_CLASSES = 10  # every image dataset of the course has 10 classes
 
@@ -252,7 +254,7 @@ def check_data_fits(model_kind: str | None, data: str | None, preset: str | None
 
 # the fields of ExperimentConfig that are hyper-parameters of the training loop (Trainer's keyword arguments)
 TRAINING_FIELDS = ("batch_size", "lr", "weight_decay", "ema_decay", "grad_clip", "schedule_sampler", "class_cond",
-                   "label_dropout", "mixed_precision", "save_every", "seed")
+                   "label_dropout", "mixed_precision", "channels_last", "torch_compile", "save_every", "seed")
 
 
 @dataclass
@@ -265,6 +267,11 @@ class ExperimentConfig:
     whether the denoiser outputs a variance (``learn_sigma`` / ``out_mult`` are set to match), and
     ``class_cond`` whether the U-Net takes labels (``num_classes``). ``batch_size`` is the global batch, split
     across processes under torchrun.
+
+    How fast it runs, without changing what is computed (beyond rounding): ``mixed_precision`` ("auto": bf16
+    autocast on GPUs with native bf16, Ampere and later; fp16 with a gradient scaler on older ones such as
+    Colab's T4; fp32 off CUDA; see :func:`resolve_precision`), ``channels_last`` (None: the NHWC memory format
+    on CUDA when autocast is on, see :func:`resolve_channels_last`) and ``torch_compile``.
 
     A Trainer built by hand around a network from elsewhere records ``model_kind=None`` and ``model=None``
     (and ``diffusion=None`` for betas that are no named schedule, ``data=None`` for tensors): such a config
@@ -285,6 +292,8 @@ class ExperimentConfig:
     grad_clip: float | None = 1.0
     schedule_sampler: str = "uniform"
     mixed_precision: str = "auto"
+    channels_last: bool | None = None  # None: on CUDA with fp16/bf16 autocast (see resolve_channels_last)
+    torch_compile: bool = False  # torch.compile the training forward (pays back only on long runs)
     steps: int = 2000  # suggested length of a full run (the CLI's default --steps)
     save_every: int = 500
     seed: int = 0
@@ -492,7 +501,152 @@ def _toy() -> ExperimentConfig:
                             save_every=500)
 
 
-_PRESETS = {"digits": _digits, "digits_cond": _digits_cond, "digits_classifier": _digits_classifier, "toy": _toy}
+def _digits16() -> ExperimentConfig:
+    """The digits upsampled to 16x16 (the digits16 U-Net), for a CPU: the digits recipe at 4x the pixels."""
+    return _digits().with_data("digits16").replace(name="digits16", steps=2000, save_every=250)
+
+
+def _digits28() -> ExperimentConfig:
+    """The digits upsampled to MNIST's 28x28 (the small digits28 U-Net), for a CPU: the MNIST code path on data
+    that needs no download; batch 64 keeps a step well under a second on one laptop core."""
+    return _digits().with_data("digits28").replace(name="digits28", batch_size=64, steps=2000, save_every=250)
+
+
+def _mnist() -> ExperimentConfig:
+    """MNIST on one GPU: the digits recipe (Improved DDPM: cosine schedule, learned variances, hybrid loss) with
+    the mnist28 U-Net (1.9M parameters), 4000 steps of 256 images (17 epochs of the 60,000 training images)."""
+    return _digits().with_data("mnist").replace(name="mnist", batch_size=256, lr=5e-4, steps=4000, save_every=500)
+
+
+def _fashion_mnist() -> ExperimentConfig:
+    """Fashion-MNIST on one GPU: the MNIST preset on the 60,000 clothes images."""
+    return _mnist().replace(name="fashion_mnist", data="fashion_mnist")
+
+
+def _cifar10() -> ExperimentConfig:
+    """CIFAR-10 on one GPU: the digits recipe with the cifar10_small U-Net (2.7M parameters), 3500 steps of 256
+    images (18 epochs of the 50,000 training images). Minutes, not the days of Improved DDPM's CIFAR-10 model:
+    expect colours and layouts of scenes, not sharp objects."""
+    return _digits().with_data("cifar10").replace(name="cifar10", batch_size=256, lr=3e-4, steps=3500,
+                                                  save_every=500)
+
+
+_PRESETS = {"digits": _digits, "digits_cond": _digits_cond, "digits_classifier": _digits_classifier, "toy": _toy,
+            "digits16": _digits16, "digits28": _digits28, "mnist": _mnist, "fashion_mnist": _fashion_mnist,
+            "cifar10": _cifar10}
+GPU_PRESETS = ("mnist", "fashion_mnist", "cifar10")  # sized for one GPU: minutes on a Colab T4
+CPU_PRESETS = ("digits", "digits16", "digits28")  # sized for a laptop CPU, on the embedded digits (no download)
+
+
+# --------------------------------------------------------------------------- how fast it runs
+
+
+def resolve_precision(mode: str, device: str | torch.device) -> str:
+    """What ``mixed_precision=mode`` means on ``device``: "fp32", "bf16" or "fp16".
+
+    "auto" is bf16 autocast on a GPU with native bf16 (compute capability 8.0 and later: A100, H100, RTX 30xx),
+    fp16 with a gradient scaler on older GPUs (Colab's T4 is 7.5; there ``torch.cuda.is_bf16_supported()`` says
+    True, because bf16 can be emulated, but emulated bf16 is slow), and fp32 off CUDA. fp16 needs CUDA.
+    """
+    if mode not in PRECISIONS:
+        raise ConfigError(f"unknown mixed_precision {mode!r}: choose one of {list(PRECISIONS)}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if mode == "auto":
+        if not cuda:
+            return "fp32"
+        native_bf16 = bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+        return "bf16" if native_bf16 else "fp16"
+    if mode == "fp16" and not cuda:
+        raise ConfigError("fp16 mixed precision needs CUDA; use mixed_precision='fp32' (or 'bf16')")
+    return mode
+
+
+def resolve_channels_last(setting: bool | None, device: str | torch.device, precision: str) -> bool:
+    """Whether to train in the channels_last (NHWC) memory format: ``setting`` when given; for None, on CUDA
+    with fp16/bf16 autocast on a GPU with tensor cores (compute capability 7.0 and later), where cuDNN's
+    tensor-core convolutions work in NHWC and NCHW costs a transpose around each one (NVIDIA's performance
+    guide for convolutions; PyTorch's channels_last tutorial). bench/gpu_check.py measures both formats on each
+    GPU preset; docs/gpu.md records where it wins."""
+    if setting is not None:
+        return bool(setting)
+    device = torch.device(device)
+    return device.type == "cuda" and precision in ("fp16", "bf16") and not torch.version.hip \
+        and torch.cuda.get_device_capability(device)[0] >= 7
+
+
+# --------------------------------------------------------------------------- the notebooks' choice
+
+
+@dataclass
+class PresetChoice:
+    """What :func:`choose_preset` picked: the config, the device, whether it is the GPU path, the training data
+    (already loaded) and one line saying which path and why (``str(choice)``)."""
+
+    config: ExperimentConfig
+    device: torch.device
+    on_gpu: bool
+    data: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def choose_preset(gpu: str = "mnist", cpu: str = "digits", device: str | torch.device | None = None,
+                  download: bool = True, root=None) -> PresetChoice:
+    """The GPU preset ``gpu`` when ``device`` (default: :func:`~ddpm_lite.runtime.default_device`) is a CUDA GPU
+    and its dataset is on disk or can be downloaded (torchvision shows a progress bar); else the CPU preset
+    ``cpu`` on the embedded digits, the offline default (on the GPU when there is one). The choice's ``reason``
+    says which path was taken and why; print it.
+
+    >>> choice = choose_preset("mnist")           # in a notebook
+    >>> print(choice)                             # "GPU path: ..." or "CPU path: ..."
+    >>> trainer = Trainer.from_config(choice.config, choice.data, device=choice.device)
+    """
+    from .data import DatasetNotFoundError, load_dataset
+    from .runtime import check_device
+
+    for name, allowed in ((gpu, GPU_PRESETS + CPU_PRESETS), (cpu, CPU_PRESETS)):
+        if name not in allowed:
+            raise ConfigError(f"choose_preset: {name!r} is not one of {list(allowed)}")
+    device = check_device(device)
+    fallback = ExperimentConfig.preset(cpu)
+    if device.type != "cuda":
+        reason = (f"CPU path: no CUDA GPU here (device {device}), so the {cpu!r} preset on the embedded "
+                  f"{_data_words(fallback)}, which need no download (in Colab: Runtime > Change runtime type > "
+                  "T4 GPU, then run the notebook again for the GPU path)")
+        return PresetChoice(fallback, device, False, load_dataset(fallback.data), reason)
+    config = ExperimentConfig.preset(gpu)
+    gpu_name = torch.cuda.get_device_name(device)
+    try:
+        data = load_dataset(config.data, "train", root=root, download=download)
+    except DatasetNotFoundError as err:
+        why = str(err).split(". ")[0]
+        reason = (f"GPU ({gpu_name}), but {why}: so the {cpu!r} preset on the embedded {_data_words(fallback)}, "
+                  "on the GPU")
+        return PresetChoice(fallback, device, False, load_dataset(fallback.data), reason)
+    precision = resolve_precision(config.mixed_precision, device)
+    layout = "channels_last" if resolve_channels_last(config.channels_last, device, precision) else "NCHW"
+    reason = (f"GPU path: {gpu_name}, the {gpu!r} preset on {_data_words(config)} ({len(data):,} training images; "
+              f"{config.model.image_size}x{config.model.image_size} U-Net with "
+              f"{_parameters(config) / 1e6:.1f}M parameters; {config.steps} steps of {config.batch_size} images; "
+              f"{_PRECISION_WORDS[precision]}, {layout})")
+    return PresetChoice(config, device, True, data, reason)
+
+
+_PRECISION_WORDS = {"fp32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler"}
+_DATA_WORDS = {"digits": "8x8 digits", "digits16": "digits at 16x16", "digits28": "digits at 28x28",
+               "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
+def _data_words(config: ExperimentConfig) -> str:
+    return _DATA_WORDS.get(config.data, str(config.data))
+
+
+def _parameters(config: ExperimentConfig) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in config.build_model().parameters())
 
 
 # --------------------------------------------------------------------------- helpers

@@ -4,9 +4,10 @@ Images are float32 in [-1, 1], shape (N, C, H, W), labels int64.
 
 * ``toy_2d(name, n, seed)``: 2-D point clouds of about unit scale.
 * ``load_dataset(name, split)``: "digits" (scikit-learn's bundled 8x8 digits,
-  no download), "digits16" (the same, upsampled to 16x16), and "mnist",
-  "fashion_mnist", "cifar10" (through torchvision; never downloaded unless
-  ``download=True``).
+  no download), "digits16" and "digits28" (the same, upsampled to 16x16 and to
+  MNIST's 28x28), and "mnist", "fashion_mnist", "cifar10" (through torchvision;
+  never downloaded unless ``download=True``; the download shows torchvision's
+  progress bar).
 * ``batch_indices`` / ``infinite_batches``: an endless, exactly resumable
   stream of random minibatches; batch ``step`` depends only on (seed, step).
 """
@@ -27,7 +28,8 @@ from torch.utils.data import Dataset
 from .runtime import data_root
 
 TOY_DATASETS = ("swiss_roll", "moons", "8gaussians", "checkerboard")
-IMAGE_DATASETS = ("digits", "digits16", "mnist", "fashion_mnist", "cifar10")
+IMAGE_DATASETS = ("digits", "digits16", "digits28", "mnist", "fashion_mnist", "cifar10")
+DIGITS_SIZES = {"digits": None, "digits16": 16, "digits28": 28}  # the embedded digits, upsampled or not
 SPLITS = ("train", "test")
 
 DIGITS_TEST_FRACTION = 0.2  # stratified: 1437 train / 360 test images
@@ -136,11 +138,12 @@ def load_dataset(
     image_size: int | None = None,
     download: bool = False,
 ) -> ImageDataset:
-    """Load an image dataset ("digits", "digits16", "mnist", "fashion_mnist", "cifar10").
+    """Load an image dataset ("digits", "digits16", "digits28", "mnist", "fashion_mnist", "cifar10").
 
-    ``image_size=None`` keeps the dataset's own size (8, 16, 28, 28, 32); any
+    ``image_size=None`` keeps the dataset's own size (8, 16, 28, 28, 28, 32); any
     other size resizes the original images (bicubic, antialiased, clamped to
-    [-1, 1]). "digits16" is "digits" with a default size of 16. ``root`` (for
+    [-1, 1]). "digits16" and "digits28" are "digits" with a default size of 16
+    and 28. ``root`` (for
     the torchvision sets) defaults to ``default_root()``; ``download=True`` is
     passed to torchvision. A missing dataset raises ``DatasetNotFoundError``.
     """
@@ -148,9 +151,9 @@ def load_dataset(
         raise ValueError(f"unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-    if name in ("digits", "digits16"):
+    if name in DIGITS_SIZES:
         pixels, labels = _load_digits(split)
-        image_size = image_size or (16 if name == "digits16" else None)
+        image_size = image_size or DIGITS_SIZES[name]
     else:
         pixels, labels = _load_torchvision(name, split, Path(root) if root else default_root(), download)
     if image_size is not None and image_size != pixels.shape[-1]:
@@ -222,7 +225,7 @@ def _download_reason(err: Exception) -> str:
         if match:
             return match.group(1).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(err).__name__)[:160]
+    return re.sub(r"^\[Errno [-\d]+\] ", "", lines[-1] if lines else type(err).__name__)[:160]
 
 
 def _download_failed(name: str, root: Path, folder: Path, files: tuple[str, ...], err: Exception):

@@ -49,7 +49,16 @@ from .checkpoint import (
     run_lock,
     save_checkpoint,
 )
-from .configs import TRAINING_FIELDS, ConfigError, DiffusionConfig, ExperimentConfig, _plain, model_spec
+from .configs import (
+    TRAINING_FIELDS,
+    ConfigError,
+    DiffusionConfig,
+    ExperimentConfig,
+    _plain,
+    model_spec,
+    resolve_channels_last,
+    resolve_precision,
+)
 from .data import IMAGE_DATASETS, TOY_DATASETS, ImageDataset, batch_indices, load_dataset, toy_2d
 from .gaussian_diffusion import GaussianDiffusion
 from .resample import LossSecondMomentResampler, ScheduleSampler, UniformSampler, create_named_schedule_sampler
@@ -99,16 +108,24 @@ def load_data(name: str, split: str = "train", root=None, download: bool = False
 
 
 class _Source:
-    """Random access to (x, y) batches on the training device, whatever form the data came in."""
+    """Random access to (x, y) batches on the training device, whatever form the data came in.
+
+    An image dataset under ``GPU_DATA_LIMIT`` bytes moves to the GPU once (MNIST's 47 MB and CIFAR-10's 150 MB
+    of uint8 pixels do): a batch is then a gather on the GPU, with no copy per step. A larger one stays on the
+    CPU and each CUDA batch goes through pinned (page-locked) memory, so its copy to the GPU is asynchronous."""
+
+    GPU_DATA_LIMIT = 1 << 30
 
     def __init__(self, data, device: torch.device):
         self.device = device
         self.name = getattr(data, "name", None)
         self.num_classes = getattr(data, "num_classes", None)
+        self.pinned = False
         if isinstance(data, ImageDataset):
-            small = data.pixels.numel() * data.pixels.element_size() < 1 << 30
+            small = data.pixels.numel() * data.pixels.element_size() < self.GPU_DATA_LIMIT
             if device.type != "cpu" and small:  # keep small datasets on the GPU: no copy per step
                 data = ImageDataset(data.name, data.pixels.to(device), data.labels.to(device), data.num_classes)
+            self.pinned = device.type == "cuda" and not small
             self.dataset = data
         elif isinstance(data, torch.Tensor):
             self.dataset = _Tensors(data.float().to(device), torch.zeros(len(data), dtype=torch.long, device=device))
@@ -129,6 +146,8 @@ class _Source:
 
     def get(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.dataset[indices.to(self.storage)]
+        if self.pinned:  # page-locked: the copies below run asynchronously
+            x, y = x.pin_memory(), y.pin_memory()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
@@ -289,13 +308,18 @@ class Trainer:
         label_dropout: probability of replacing a label by the null label ``num_classes``.
         seed: seeds the data stream, t and the noise.
         device: default :func:`ddpm_lite.runtime.default_device` (under torchrun: this process's GPU, or CPU).
-        mixed_precision: "auto" (bf16 autocast on CUDA when supported, else fp16 with a GradScaler; fp32 off
-            CUDA), "fp32", "bf16" or "fp16".
+        mixed_precision: "auto" (bf16 autocast on GPUs with native bf16, Ampere and later; fp16 with a GradScaler
+            on older ones such as the T4; fp32 off CUDA), "fp32", "bf16" or "fp16" (the one used: ``precision``).
+        channels_last: train in the NHWC memory format (None: on CUDA with autocast; see
+            :func:`~ddpm_lite.configs.resolve_channels_last`; the one used: ``memory_format``).
+        torch_compile: ``torch.compile`` the training forward (its compile time pays back only on long runs).
         checkpoint_path: where :meth:`save` writes; with ``save_every`` also every that many steps, at the end
             of :meth:`train` and when it is interrupted (Ctrl-C, the notebook's stop button).
         keep_previous: keep the replaced checkpoint as ``<name>.prev.pt``.
         callbacks: functions ``fn(trainer, step, logs)`` called after each step (see :func:`every`); raise
-            :class:`StopTraining` to stop.
+            :class:`StopTraining` to stop. ``every(500, log_variance_fit(test_images))`` (from
+            :mod:`ddpm_lite.metrics.variance`) logs whether a learned variance is trained: the model's v(t)
+            against the v*(t) its loss asks for.
         progress: show a tqdm progress bar with the loss (rank 0 only).
         config: the :class:`~ddpm_lite.configs.ExperimentConfig` (or dict) to store in checkpoints; built from
             the arguments when omitted.
@@ -362,7 +386,10 @@ class Trainer:
         self.progress = progress
 
         # ---- modules, optimiser, sampler
-        self.model = model.to(device)
+        self.precision = resolve_precision(self.mixed_precision, device)
+        self.memory_format = torch.channels_last if resolve_channels_last(
+            self.config.channels_last, device, self.precision) else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self._params = [p for p in self.model.parameters()]
         self._ema_params = [p for p in self.ema.parameters()]
@@ -374,6 +401,8 @@ class Trainer:
             self._net = DistributedDataParallel(self.model, device_ids=device_ids)
         else:
             self._net = self.model
+        if self.config.torch_compile:  # the training forward only; the EMA samples uncompiled
+            self._net = torch.compile(self._net)
         # fused kernels on CUDA; elsewhere the multi-tensor (foreach) version, faster than one op per tensor
         fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, **fast)
@@ -472,13 +501,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- precision
     def _precision(self, mode: str):
-        if mode not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"unknown mixed_precision {mode!r}: choose auto, fp32, bf16 or fp16")
-        cuda = self.device.type == "cuda"
-        if mode == "auto":
-            mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-        if mode == "fp16" and not cuda:
-            raise ValueError("fp16 mixed precision needs CUDA; use mixed_precision='fp32' (or 'bf16')")
+        mode = resolve_precision(mode, self.device)  # auto: bf16 where native (Ampere+), fp16 on a T4, fp32 off CUDA
         if mode == "fp32":
             return None, None
         if mode == "bf16":
@@ -510,7 +533,10 @@ class Trainer:
 
     def _batch(self, step: int):
         indices = self._slice(batch_indices(len(self.source), self.batch_size, step, self.seed))
-        return self.source.get(indices)
+        x, y = self.source.get(indices)
+        if self.memory_format is torch.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def _run_step(self) -> dict[str, float]:
         step = self.step
