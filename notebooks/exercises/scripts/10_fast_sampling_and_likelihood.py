@@ -81,7 +81,8 @@ print(f"{diffusion}\n{sum(p.numel() for p in model.parameters()):,} parameters")
 
 # %%
 TRAIN = False
-if TRAIN:
+if TRAIN:  # on a GPU in mixed precision: about a minute on a Colab T4 by the estimate in docs/gpu.md
+    print(f"{'GPU' if device.type == 'cuda' else 'CPU'} path: 2000 steps of the digits preset on {device}")
     trainer = Trainer.from_config(ExperimentConfig.preset("digits"), device=device)
     trainer.train(pick(2000, 10))
     model = trainer.ema.eval()
