@@ -271,8 +271,10 @@ def test_data_stays_where_it_is_on_the_cpu():
 # --------------------------------------------------------------------------- on a CUDA GPU
 
 
-def _cuda_trainer(name="mnist", batch=64, **options):
+def _cuda_trainer(name="mnist", batch=64, dropout=None, **options):
     config = ExperimentConfig.preset(name).replace(batch_size=batch, **options)
+    if dropout is not None:  # 0: two runs compare step by step (dropout draws from the global RNG)
+        config = config.override({"model.dropout": dropout})
     return Trainer.from_config(config, gpu_check.synthetic_data(config), device="cuda", progress=False)
 
 
@@ -293,28 +295,31 @@ def test_cuda_precisions_train(mode):
 
 @pytest.mark.cuda
 @needs_cuda
-def test_cuda_channels_last_and_nchw_take_the_same_first_step():
+def test_cuda_channels_last_and_nchw_train_alike():
     losses = {}
     for layout in (False, True):
-        trainer = _cuda_trainer(mixed_precision="fp32", channels_last=layout)
+        trainer = _cuda_trainer(mixed_precision="fp32", channels_last=layout, dropout=0.0)
         x, _ = trainer._batch(0)
         assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last) is layout
-        losses[layout] = trainer.train(1)["loss"][0]
-    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+        losses[layout] = trainer.train(3)["loss"]
+    # the first loss is the same in any case (ADM's last convolution starts at zero); the next ones differ by the
+    # convolution algorithms' rounding (TF32 where cuDNN allows it)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-2)
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_small_data_lives_on_the_gpu_large_data_goes_through_pinned_memory(monkeypatch):
-    resident = _cuda_trainer(mixed_precision="fp32")
+    resident = _cuda_trainer(mixed_precision="fp32", dropout=0.0)
     assert resident.source.storage.type == "cuda" and not resident.source.pinned
+    resident_losses = resident.train(3)["loss"]
     monkeypatch.setattr(_Source, "GPU_DATA_LIMIT", 0)  # as if the data were larger than 1 GiB
-    pinned = _cuda_trainer(mixed_precision="fp32")
+    pinned = _cuda_trainer(mixed_precision="fp32", dropout=0.0)
     assert pinned.source.storage.type == "cpu" and pinned.source.pinned
     x, y = pinned._batch(3)
     assert x.is_cuda and y.is_cuda
     assert torch.equal(x, resident._batch(3)[0]) and torch.equal(y, resident._batch(3)[1])
-    assert pinned.train(2)["loss"] == pytest.approx(resident.train(2)["loss"], rel=1e-4)
+    assert pinned.train(3)["loss"] == pytest.approx(resident_losses, rel=1e-3)
 
 
 @pytest.mark.cuda
