@@ -234,9 +234,12 @@ def test_rms_gap_is_uniform_in_t_whatever_the_grid():
     assert fit.to_dict()["v_star"][0] is None
 
 
-def test_default_timesteps_are_log_spaced_and_distinct():
+def test_default_timesteps_are_dense_at_both_ends_and_distinct():
     t = default_timesteps(1000)
-    assert t[0] == 1 and t[-1] == 999 and len(np.unique(t)) == len(t) and 30 <= len(t) <= 40
+    assert t[0] == 1 and t[-1] == 999 and len(np.unique(t)) == len(t) and 40 <= len(t) <= 50
+    assert {1, 2, 3, 996, 998, 999} <= set(t.tolist())
+    assert np.diff(t).max() < 120 and (np.diff(t)[:5] <= 1).all() and (np.diff(t)[-2:] <= 2).all()
+    assert default_timesteps(4000)[-1] == 3999 and default_timesteps(2).tolist() == [1]
     with pytest.raises(ValueError):
         default_timesteps(1)
 
@@ -326,3 +329,12 @@ def test_v_star_every_step_interpolates_in_log_t_and_fills_the_ends():
     assert full.shape == (1000,) and full[0] == 0.7 and full[1] == 0.7 and full[10] == 0.5 and full[999] == 0.3
     assert full[100] == pytest.approx(0.5 + (0.3 - 0.5) * math.log(10) / math.log(99.9))
     assert 0.5 < full[3] < 0.7
+
+
+def test_to_dict_and_from_dict_round_trip():
+    d = GaussianDiffusion(get_betas("cosine", 50), var_type="learned_range")
+    fit = variance_fit(_TinyNet(), d, torch.rand(4, 1, 4, 4) * 2 - 1, [0, 3, 30])
+    back = VarianceFit.from_dict(fit.to_dict())
+    for name in ("t", "v", "v_star", "kl_model", "beta", "beta_tilde"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(fit, name))
+    assert back.rms_gap == fit.rms_gap and back.num_timesteps == 50

@@ -50,7 +50,7 @@ log1p is concave, the mean over pixels of the per-pixel optima is at most v*_t (
 network's mean v may sit a little below v*_t where the error varies across pixels, and then its KL is *below*
 the one of Sigma* (``kl_model`` < ``kl_star``). The KL columns say which of the two is better per step.
 
->>> fit = variance_fit(model, diffusion, test_images)       # v(t) and v*(t) at 40 log-spaced t
+>>> fit = variance_fit(model, diffusion, test_images)       # v(t) and v*(t) at ~50 t, dense at both ends
 >>> fit.rms_gap, fit.excess_bpd                             # how far v is from v*, and what that costs
 >>> variance_fit_figure(fit)                                # v(t) and v*(t) against t, log x
 >>> trainer = Trainer.from_config(cfg, callbacks=[every(500, log_variance_fit(test_images))])
@@ -74,11 +74,17 @@ DELTA_TOL = 1e-6  # log(beta_t / beta~_t) below this: beta and beta~ are the sam
 
 
 def default_timesteps(num_timesteps: int, n: int = 40) -> np.ndarray:
-    """About ``n`` distinct timesteps, log-spaced from 1 to T - 1 (the steps where v matters are the first
-    ones; a log axis shows them): the default grid of :func:`variance_fit`."""
+    """The default grid of :func:`variance_fit`: about ``n`` distinct timesteps log-spaced from 1 to T - 1 (the
+    first steps, where beta_t and beta~_t differ most; a log axis shows them), and about n / 4 more log-spaced
+    back from T - 1 (the last steps, where the cosine schedule's beta rises to 0.999, x_t is nearly pure noise,
+    the clipped x0_hat is worse than a guess and v* jumps above 1): dense at both ends, so that the trapezoid
+    weights of :attr:`VarianceFit.rms_gap` give each end the few steps it is, not the span to a far grid point."""
     if num_timesteps < 2:
         raise ValueError(f"a variance fit needs a chain of at least 2 steps, got {num_timesteps}")
-    return np.unique(np.round(np.geomspace(1, num_timesteps - 1, n)).astype(np.int64))
+    last = num_timesteps - 1
+    head = np.round(np.geomspace(1, last, n))
+    tail = last + 1 - np.round(np.geomspace(1, max(1.0, num_timesteps / 2), max(2, n // 4)))
+    return np.unique(np.concatenate([head, tail]).astype(np.int64).clip(1, last))
 
 
 def _step_constants(diffusion, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -171,7 +177,7 @@ class VarianceFit:
 
     @property
     def rms_gap(self) -> float:
-        """sqrt of the mean of (v - v*)^2, uniform in t over [1, T-1] (trapezoid rule over the grid's points,
+        """sqrt of the mean of (v - v*)^2, uniform in t over the grid's span (trapezoid rule over its points,
         so a log-spaced grid is not biased towards small t): how far v is from v* where a respaced chain of
         evenly spaced steps evaluates it. NaN for a fixed-variance model."""
         ok = np.isfinite(self.gap)
@@ -191,7 +197,7 @@ class VarianceFit:
 
     @property
     def excess_bpd(self) -> float:
-        """sum over t = 1..T-1 of (kl_model - kl_star), in bits/dim, integrated over the grid (trapezoid): what
+        """sum over the grid's span of t of (kl_model - kl_star), in bits/dim, integrated (trapezoid): what
         the model's variance costs the bound beyond the best single variance per step (negative when the
         per-pixel variances do better than Sigma*)."""
         d = self.kl_model - self.kl_star
@@ -239,13 +245,23 @@ class VarianceFit:
         """A JSON-able dict (lists of floats, NaN as None) with the summary numbers."""
         def clean(a):
             return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=np.float64)]
-        out = {name: clean(getattr(self, name)) for name in
-               ("v", "v_star", "v_star_raw", "sigma_star", "xstart_mse", "kl_model", "kl_star", "kl_small",
-                "kl_large")}
+        out = {name: clean(getattr(self, name)) for name in _ARRAYS}
         out.update(t=[int(x) for x in self.t], num_timesteps=self.num_timesteps, num_images=self.num_images,
                    clip_denoised=self.clip_denoised, step=self.step, rms_gap=_none_if_nan(self.rms_gap),
                    rms_gap_log=_none_if_nan(self.rms_gap_log), excess_bpd=_none_if_nan(self.excess_bpd))
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VarianceFit:
+        """The inverse of :meth:`to_dict` (the summary numbers are recomputed, not read)."""
+        arrays = {name: np.array([np.nan if x is None else x for x in d[name]], dtype=np.float64) for name in _ARRAYS}
+        return cls(t=np.asarray(d["t"], dtype=np.int64), **arrays, num_timesteps=int(d["num_timesteps"]),
+                   num_images=int(d["num_images"]), clip_denoised=bool(d.get("clip_denoised", True)),
+                   step=d.get("step"))
+
+
+_ARRAYS = ("v", "v_star", "v_star_raw", "sigma_star", "xstart_mse", "beta", "beta_tilde", "kl_model", "kl_star",
+           "kl_small", "kl_large")
 
 
 def _none_if_nan(x: float):
