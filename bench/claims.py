@@ -1,7 +1,8 @@
 """The talk's claims, reproduced on the 8x8 digits: Improved DDPM's changes and the guidance trade-off.
 
-    python bench/claims.py --quick      # about 12 minutes on 2 cores: 600 steps, 1 seed, small evaluations
-    python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), 2 seeds, 75-95 min
+    python bench/claims.py --quick      # under 15 minutes on 2 cores: 600 steps, 1 seed, small evaluations
+    python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), several hours
+    python bench/claims.py --claims 2   # one claim (here: learned vs fixed variance) of the chosen profile
 
 Every model is the ``digits`` preset (the shipped unconditional model's config: ADM U-Net, cosine schedule,
 learned variance, hybrid loss, batch 128) with one thing changed, trained for the same number of steps:
@@ -9,30 +10,48 @@ learned variance, hybrid loss, batch 128) with one thing changed, trained for th
 ============== =========================================================== =====================
 run            change from the ``digits`` preset                           claims
 ============== =========================================================== =====================
-cosine-hybrid  none                                                        1, 2, 5
+cosine-hybrid  none                                                        1, 5
 linear-hybrid  linear schedule (DDPM)                                      1
-cosine-simple  L_simple, fixed variances (DDPM): beta-tilde and beta       2, 5
+cosine-simple  L_simple, fixed variances (DDPM): beta-tilde and beta       5
 vlb-uniform    trained on L_vlb alone (``rescaled_kl``), t uniform         3
 vlb-importance trained on L_vlb alone, t importance-sampled (eq. 18)       3
 ============== =========================================================== =====================
 
 1. cosine vs linear schedule: bits/dim and FID (Improved DDPM section 3.2);
-2. learned variance (hybrid) vs fixed variances (L_simple): FID against respaced sampling steps (section 4);
+2. learned variance vs fixed variances against respaced sampling steps (section 4, Figure 8), with its own models
+   and protocol (below);
 3. importance sampling vs uniform t on L_vlb: the training loss's noise and the final bits/dim (section 3.3);
 4. classifier guidance scale 0 to 10 (Dhariwal & Nichol, Algorithm 1), with the shipped unconditional model
    and noisy classifier (``make checkpoints`` trains them from their presets, 2,000 steps): label accuracy,
    precision and recall (Kynkaanniemi et al.), FID;
 5. bits/dim of the hybrid model vs the L_simple model (Table 1 and 2).
 
-Measures: bits/dim of the variational bound on the first test digits (every one of the 1,000 terms; the same
-x_t noise for every model, so differences are paired) with its standard error over images; digits-FID of
-samples (ancestral, EMA weights, the same starting noise for every model) against the training digits, in the
-feature space of the shipped digits network, beside the floor: as many real test digits against the same
-training digits. Error bars: the spread over seeds (full profile) or, for bits/dim, the standard error over images.
+Measures (claims 1, 3-5): bits/dim of the variational bound on the first test digits (every one of the 1,000
+terms; the same x_t noise for every model, so differences are paired) with its standard error over images;
+digits-FID of samples (ancestral, EMA weights, the same starting noise for every model) against the training
+digits, in the feature space of the shipped digits network, beside the floor: as many real test digits against
+the same training digits. Error bars: the spread over seeds (full profile) or, for bits/dim, the standard error
+over images.
+
+**Claim 2, the way the paper tested it.** For each chain length T of the profile (Figure 8 uses T = 4000), three
+models of the ``digits`` preset are trained for ``variance_train_steps`` (seed 0; ``rescaled_mse``, i.e.
+lambda = 0.001 on L_vlb = T L_t, for T != 1000): ``hybrid`` (the paper's hybrid loss), ``hybrid-v`` (the hybrid
+loss with its L_vlb term preconditioned so that v trains at every t: :class:`VPreconditionedDiffusion`) and
+``simple`` (L_simple, fixed beta-tilde). :func:`ddpm_lite.metrics.variance_fit` measures whether each hybrid
+model's v(t) tracks v*(t) (logged during training, and after it on 256 test digits). Then every variant of
+:data:`VARIANTS` draws ``variance_samples`` samples per seed at each of ``variance_steps`` respaced steps, the
+same x_T and path noise for every variant at a given seed (paired); the "long" step counts (the full chain)
+only for :data:`LONG_VARIANTS` and ``variance_long_seeds``, which is what 1,000 network calls per sample allow on
+2 cores. FID against the 360 held-out TEST digits (the one reference set of the series), with the real-data
+floor (as many training digits against the test digits, one random draw per seed). Each cell: mean ± sd over
+seeds; each variant's paired difference to learned Sigma (hybrid-v) over seeds, with a 95% t-interval
+(n - 1 degrees of freedom) and a two-sided paired t-test.
 
 Runs go two at a time in worker processes of one thread each (``--workers``). Results: a markdown report, a JSON
-file and four figures in ``--out`` (default ``docs/claims/``), named after the profile: ``fid_vs_steps-quick.png``,
-``guidance-quick.png``, ``vb_terms-quick.png`` and ``vlb_loss-quick.png`` (the L_vlb training curves).
+file and figures in ``--out`` (default ``docs/claims/``), named after the profile: ``fid_vs_steps-quick.png``
+(claim 2), ``variance_fit-quick.png`` (claim 2: v(t) against v*(t)), ``guidance-quick.png``, ``vb_terms-quick.png``
+and ``vlb_loss-quick.png`` (the L_vlb training curves). Claim 2's trained models go to ``--work`` (default
+``runs/claims-<profile>/``, not committed).
 """
 from __future__ import annotations
 
@@ -61,17 +80,34 @@ class Profile:
     fid_steps: tuple[int, ...]  # respaced sampling steps (1000 = all)
     guidance_scales: tuple[float, ...]
     guidance_steps: int
+    # claim 2 (learned vs fixed variance): its own models and protocol
+    variance_chains: tuple[int, ...] = (1000,)  # T of the claim-2 models
+    variance_train_steps: int = 2000
+    variance_samples: int = 1000  # samples per FID and seed
+    variance_seeds: tuple[int, ...] = (0, 1, 2)  # sampling seeds: x_T and the path noise, shared by the variants
+    variance_steps: tuple[int, ...] = (25, 50, 100)  # every variant, every seed
+    variance_long_steps: tuple[int, ...] = ()  # LONG_VARIANTS only, variance_long_seeds only, T = 1000 only
+    variance_long_seeds: tuple[int, ...] = (0,)
+    variance_fit_images: int = 256  # test digits of the v(t) / v*(t) fit
+    variance_paper_chains: tuple[int, ...] = (1000,)  # T where the paper's hybrid loss is trained and sampled too
 
 
 PROFILES = {
     "quick": Profile(steps=600, seeds=(0,), bpd_images=48, fid_samples=200, fid_steps=(10, 25, 50, 100),
-                     guidance_scales=(0, 1, 2, 4, 6, 10), guidance_steps=25),
+                     guidance_scales=(0, 1, 2, 4, 6, 10), guidance_steps=25,
+                     variance_chains=(1000,), variance_train_steps=600, variance_samples=200, variance_seeds=(0, 1),
+                     variance_steps=(25, 50), variance_fit_images=128),
     "full": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
                     fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
-                    guidance_steps=50),
+                    guidance_steps=50,
+                    variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=1000,
+                    variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100), variance_long_steps=(250, 1000),
+                    variance_long_seeds=(0,)),
     # seconds: only checks that the script runs end to end (the tests use it)
     "smoke": Profile(steps=2, seeds=(0,), bpd_images=2, fid_samples=12, fid_steps=(2, 3), guidance_scales=(0, 2),
-                     guidance_steps=2),
+                     guidance_steps=2, variance_chains=(1000,), variance_train_steps=2, variance_samples=12,
+                     variance_seeds=(0, 1), variance_steps=(2, 3), variance_long_steps=(4,), variance_long_seeds=(0,),
+                     variance_fit_images=4),
 }
 RUNS = {
     "cosine-hybrid": {},
@@ -82,7 +118,10 @@ RUNS = {
 }
 # the variances each run is sampled and scored with: its own, and for L_simple both of DDPM's fixed choices
 VARIANCES = {"cosine-simple": ("fixed_small", "fixed_large")}
-FID_RUNS = ("cosine-hybrid", "linear-hybrid", "cosine-simple")
+FID_RUNS = ("cosine-hybrid", "linear-hybrid")
+CLAIMS = (1, 2, 3, 4, 5)
+CLAIM_RUNS = {1: ("cosine-hybrid", "linear-hybrid"), 3: ("vlb-uniform", "vlb-importance"),
+              5: ("cosine-hybrid", "cosine-simple", "vlb-importance")}
 
 
 # --------------------------------------------------------------------------- shared evaluation data
@@ -103,8 +142,10 @@ def _evaluation_data(profile: Profile):
 # --------------------------------------------------------------------------- one training run (in a worker)
 
 
-def train_and_evaluate(name: str, seed: int, profile: Profile) -> dict:
-    """Train run ``name`` with ``seed`` and score it: bits/dim, FID against steps, the loss history."""
+def train_and_evaluate(name: str, seed: int, profile: Profile, share: tuple[str, Path] | None = None) -> dict:
+    """Train run ``name`` with ``seed`` and score it: bits/dim, FID against steps, the loss history. ``share``
+    (kind, work folder): this run is also claim 2's model ``kind`` for T = 1000 (the same config, steps and
+    seed): save it there as :func:`train_variance_model` would."""
     from ddpm_lite.configs import ExperimentConfig
     from ddpm_lite.course.fast_sampling import sample_with
     from ddpm_lite.course.learned_variance import with_variance
@@ -115,9 +156,12 @@ def train_and_evaluate(name: str, seed: int, profile: Profile) -> dict:
     start = time.perf_counter()
     net, train_features, bpd_images, _ = _evaluation_data(profile)
     config = ExperimentConfig.preset("digits", seed=seed, save_every=profile.steps).override(RUNS[name])
-    trainer = Trainer.from_config(config, device="cpu", progress=False)
+    fits = _fit_logger(share[0], profile) if share is not None else None
+    trainer = Trainer.from_config(config, device="cpu", progress=False, callbacks=[fits] if fits else [])
     trainer.train(profile.steps)
     train_minutes = (time.perf_counter() - start) / 60
+    if share is not None:
+        _save_variance_model(trainer, share[0], 1000, config, share[1], fits, train_minutes)
     result = {"name": name, "seed": seed, "loss": trainer.loss_history, "train_minutes": train_minutes,
               "bpd": {}, "fid": {}}
     for var_type in VARIANCES.get(name, (config.diffusion.var_type,)):
@@ -162,9 +206,319 @@ def guidance_sweep(profile: Profile) -> dict:
     return {"name": "guidance", "metrics": metrics, "minutes": minutes}
 
 
+# --------------------------------------------------------------------------- claim 2: learned vs fixed variance
+
+# variant -> (label, what it samples); "hybrid-v" is the learned-variance network whose v tracks v*
+VARIANTS = {
+    "learned": "learned Σ (hybrid loss, v trained)",
+    "learned-paper": "learned Σ (the paper's hybrid loss as is)",
+    "oracle": "oracle Σ* (v* in eq. 15), same network",
+    "same-small": "Σ = β̃, same network",
+    "same-large": "Σ = β, same network",
+    "simple-small": "Σ = β̃, L_simple model",
+    "simple-large": "Σ = β, L_simple model",
+    "ddim": "DDIM η = 0, same network",
+}
+LONG_VARIANTS = ("learned", "simple-small")  # also sampled at the profile's long step counts
+VARIANCE_MODELS = ("hybrid-v", "hybrid", "simple")
+SHIPPED = ROOT / "ddpm_lite" / "checkpoints" / "digits.pt"  # the digits preset, 2,000 steps, seed 0
+
+
+def variance_models(profile: Profile, T: int) -> tuple[str, ...]:
+    """The claim-2 models of chain length T: the paper's hybrid only where the profile asks for it."""
+    return tuple(k for k in VARIANCE_MODELS if k != "hybrid" or T in profile.variance_paper_chains)
+
+
+def variance_variants(profile: Profile, T: int) -> tuple[str, ...]:
+    return tuple(v for v in VARIANTS if v != "learned-paper" or T in profile.variance_paper_chains)
+
+
+class VPreconditionedDiffusion:
+    """The hybrid loss with its L_vlb term made to train v at every t (a mixin for :class:`GaussianDiffusion`;
+    build it with :func:`v_preconditioned`).
+
+    The term L_{t-1} trains only Sigma (stop-gradient on the mean, Improved DDPM section 3.1). As a function of
+    v (eq. 15) its curvature at the optimum v* is 1/2 delta_t^2, delta_t = log(beta_t / beta~_t), which is 0.56 at
+    t = 1 and 1e-5 at the median t of a 1000-step cosine chain (see :mod:`ddpm_lite.metrics.variance`): v at most
+    t is left untrained. Here the term of step t is divided by delta_t^2, so the pull toward v* is the same at
+    every t, and computed with the sampler's clipped x0_hat (the unclipped one explodes at the last step of the
+    cosine chain, where abar ~ 2e-9, and its v* there, ~5e5, would dominate the reweighted loss). The minimiser at
+    each t is unchanged (v* for the clipped mean); the eps part (L_simple) and its gradient are unchanged. The
+    weight is capped at ``cap`` (1e12; delta_t^2 is 6e-12 at the last step of T = 1000). The term is scaled by
+    T / 1000 as ``rescaled_mse`` does (lambda = 0.001 on L_vlb = T L_t).
+    """
+
+    cap = 1e12
+
+    def _v_weights(self) -> torch.Tensor:
+        if getattr(self, "_vb_weight_table", None) is None:
+            gap = self.betas ** 2 * self.alphas_cumprod_prev / (1 - self.alphas_cumprod)  # beta - beta~, t >= 1
+            delta = np.log1p(gap[1:] / self.posterior_variance[1:])
+            # t = 0 (the decoder term): eq. 15 spans log beta_0 .. log beta~_1 there (the clipped log beta~_0)
+            delta = np.append(abs(np.log(self.betas[0] / self.posterior_variance[1])), delta)
+            self._vb_weight_table = torch.from_numpy(np.minimum(1.0 / delta ** 2, self.cap)).float()
+        return self._vb_weight_table
+
+    def training_losses(self, model, x_start, t, noise=None, model_kwargs=None):
+        if self.mean_type != "eps" or self.var_type != "learned_range" or self.loss_type not in ("simple",
+                                                                                                  "rescaled_mse"):
+            raise ValueError("the preconditioned hybrid loss needs mean_type eps, var_type learned_range and the "
+                             "hybrid loss (loss_type simple or rescaled_mse)")
+        noise = torch.randn_like(x_start) if noise is None else noise
+        x_t = self.q_sample(x_start, t, noise=noise)
+        model_output = model(x_t, t, **(model_kwargs or {}))
+        mean_out, var_values = self._split_model_output(model_output, x_t)
+        frozen = torch.cat([mean_out.detach(), var_values], dim=1)
+        vb = self._vb_terms_bpd(lambda *args, **kwargs: frozen, x_start, x_t, t, clip_denoised=True)["output"]
+        vb = vb * self._v_weights().to(t.device)[t] * (self.num_timesteps / 1000.0)
+        mse = ((noise - mean_out.to(noise.dtype)) ** 2).mean(dim=list(range(1, x_t.ndim)))
+        return {"mse": mse, "vb": vb, "loss": mse + vb}
+
+
+def v_preconditioned(diffusion):
+    """A copy of ``diffusion`` (a GaussianDiffusion) trained with :class:`VPreconditionedDiffusion`'s loss."""
+    from ddpm_lite.gaussian_diffusion import GaussianDiffusion
+
+    cls = type("VPreconditionedGaussianDiffusion", (VPreconditionedDiffusion, GaussianDiffusion), {})
+    return cls(diffusion.betas, diffusion.mean_type, diffusion.var_type, diffusion.loss_type)
+
+
+def _variance_config(kind: str, T: int, profile: Profile):
+    from ddpm_lite.configs import ExperimentConfig
+
+    changes = {"diffusion.num_timesteps": T, "save_every": profile.variance_train_steps}
+    if T != 1000:
+        changes["diffusion.loss_type"] = "rescaled_mse"  # lambda = 0.001 on L_vlb = T L_t, as the paper
+    if kind == "simple":
+        changes["diffusion.var_type"] = "fixed_small"
+    return ExperimentConfig.preset("digits", seed=0).override(changes)
+
+
+def _model_path(work: Path, kind: str, T: int) -> Path:
+    return work / f"{kind}-T{T}.pt"
+
+
+def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse: bool = False) -> dict:
+    """Train one claim-2 model (``hybrid-v``, ``hybrid`` or ``simple``) with chain length T; save its EMA weights
+    and a record (config, training minutes, the variance fit logged four times during training, for the hybrid
+    ones) to ``work``. ``reuse``: return the record of a model already there with the same config instead."""
+    from ddpm_lite.train import Trainer
+
+    record_path = _model_path(work, kind, T).with_suffix(".json")
+    config = _variance_config(kind, T, profile)
+    if reuse and record_path.exists() and _model_path(work, kind, T).exists():
+        record = json.loads(record_path.read_text())
+        if record.get("config") == config.to_dict():
+            print(f"  claim 2: {kind}, T = {T}: reusing {_model_path(work, kind, T)}", flush=True)
+            return record
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    if kind == "hybrid" and _is_shipped(config, profile.variance_train_steps):
+        return _copy_shipped(config, T, work)
+    fits = _fit_logger(kind, profile)
+    trainer = Trainer.from_config(config, device="cpu", progress=False, callbacks=[fits] if fits else [])
+    if kind == "hybrid-v":
+        trainer.diffusion = trainer.objective.diffusion = v_preconditioned(trainer.diffusion)
+    trainer.train(profile.variance_train_steps)
+    return _save_variance_model(trainer, kind, T, config, work, fits, (time.perf_counter() - start) / 60)
+
+
+def _is_shipped(config, steps: int) -> bool:
+    """True when the shipped digits model is this model: the same config (but how often it saved) and steps."""
+    if not SHIPPED.exists():
+        return False
+    state = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    ours = dict(config.to_dict(), save_every=None)
+    shipped = dict(state["config"], save_every=None)
+    # fields the shipped file predates (speed options such as channels_last) count as their defaults
+    defaults = type(config)().to_dict()
+    return state.get("step") == steps and all(shipped.get(k, defaults[k]) == v for k, v in ours.items())
+
+
+def _copy_shipped(config, T: int, work: Path) -> dict:
+    state = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config.to_dict(), "ema": state["ema"]}, _model_path(work, "hybrid", T))
+    print(f"  claim 2: hybrid, T = {T}: the shipped digits model (the same config and steps)", flush=True)
+    record = {"name": "variance-model", "kind": "hybrid", "T": T, "minutes": 0.0, "config": config.to_dict(),
+              "shipped": True, "fits": []}
+    _model_path(work, "hybrid", T).with_suffix(".json").write_text(json.dumps(record))
+    return record
+
+
+def _fit_logger(kind: str, profile: Profile):
+    """The Trainer callback that logs the variance fit four times during training (None for L_simple)."""
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics.variance import log_variance_fit
+    from ddpm_lite.train import every
+
+    if kind == "simple":
+        return None
+    fits = log_variance_fit(load_dataset("digits", "test").images[:profile.variance_fit_images], verbose=False)
+    callback = every(max(1, profile.variance_train_steps // 4), fits)
+    callback.fits = fits.fits
+    return callback
+
+
+def _save_variance_model(trainer, kind: str, T: int, config, work: Path, fits, minutes: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config.to_dict(), "ema": trainer.ema.state_dict()}, _model_path(work, kind, T))
+    print(f"  claim 2: {kind}, T = {T}: {minutes:.1f} min", flush=True)
+    record = {"name": "variance-model", "kind": kind, "T": T, "minutes": minutes, "config": config.to_dict(),
+              "mse": float(np.mean(trainer.history["mse"][-100:])),
+              "fits": [f.to_dict() for f in fits.fits] if fits is not None else []}
+    _model_path(work, kind, T).with_suffix(".json").write_text(json.dumps(record))
+    return record
+
+
+def load_variance_model(work: Path, kind: str, T: int):
+    """(EMA model in eval mode, its plain diffusion) of a claim-2 model saved by :func:`train_variance_model`."""
+    from ddpm_lite.configs import ExperimentConfig
+
+    state = torch.load(_model_path(work, kind, T), map_location="cpu", weights_only=True)
+    config = ExperimentConfig.from_dict(state["config"])
+    model = config.build_model()
+    model.load_state_dict(state["ema"])
+    return model.eval(), config.build_diffusion()
+
+
+def _fit_path(work: Path, kind: str, T: int) -> Path:
+    return work / f"fit-{kind}-T{T}.json"
+
+
+def variance_sampler(variant: str, T: int, work: Path):
+    """(model, diffusion, generate() keyword arguments) of one claim-2 variant."""
+    from ddpm_lite.course.learned_variance import MeanOnly, with_variance
+    from ddpm_lite.metrics.variance import FixedV, VarianceFit
+
+    if variant in ("simple-small", "simple-large"):
+        model, diffusion = load_variance_model(work, "simple", T)
+        var = "fixed_small" if variant == "simple-small" else "fixed_large"
+        return model, with_variance(diffusion, var), {}
+    model, diffusion = load_variance_model(work, "hybrid" if variant == "learned-paper" else "hybrid-v", T)
+    if variant in ("learned", "learned-paper"):
+        return model, diffusion, {}
+    if variant == "ddim":
+        return model, diffusion, {"ddim": True, "eta": 0.0}
+    if variant == "oracle":
+        fit = VarianceFit.from_dict(json.loads(_fit_path(work, "hybrid-v", T).read_text()))
+        return FixedV(model, fit.v_star_every_step()), diffusion, {}
+    var = "fixed_small" if variant == "same-small" else "fixed_large"
+    return MeanOnly(model), with_variance(diffusion, var), {}
+
+
+def _test_features(net):
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics import extract_features
+
+    return extract_features(load_dataset("digits", "test").images, net)
+
+
+def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]], ...], profile: Profile,
+                   work: Path) -> dict:
+    """FID of ``variance_samples`` samples of one variant for each (seed, step counts) of ``plan``: the noise of
+    ``seed`` (x_T, then the noise of every step), the same for every variant."""
+    from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
+    from ddpm_lite.sampling import generate
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    net = load_digits_feature_net(device="cpu")
+    reference = _test_features(net)
+    model, diffusion, kwargs = variance_sampler(variant, T, work)
+    fids: dict = {}
+    for seed, steps in plan:
+        for k in steps:
+            samples = generate(model, diffusion, (profile.variance_samples, 1, 8, 8), steps=min(k, T),
+                               generator=torch.Generator().manual_seed(seed), device="cpu", **kwargs)
+            fids.setdefault(seed, {})[k] = fid_from_features(extract_features(samples, net), reference)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"  claim 2: T = {T}, {variant}: {minutes:.1f} min", flush=True)
+    return {"name": "variance-sample", "T": T, "variant": variant, "fid": fids, "minutes": minutes}
+
+
+def variance_floor(profile: Profile) -> list[float]:
+    """FID of ``variance_samples`` real training digits (one random draw per seed) against the test digits."""
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
+
+    net = load_digits_feature_net(device="cpu")
+    reference = _test_features(net)
+    train = load_dataset("digits", "train").images
+    n = min(profile.variance_samples, len(train))
+    return [fid_from_features(extract_features(train[torch.randperm(len(train), generator=torch.Generator()
+                                                                    .manual_seed(seed))[:n]], net), reference)
+            for seed in profile.variance_seeds]
+
+
+def fit_variance_models(profile: Profile, work: Path) -> dict:
+    """The variance fit of each trained hybrid model on the test digits (saved for the oracle), as dicts."""
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics.variance import variance_fit
+
+    images = load_dataset("digits", "test").images[:profile.variance_fit_images]
+    fits = {}
+    for T in profile.variance_chains:
+        for kind in (k for k in variance_models(profile, T) if k != "simple"):
+            model, diffusion = load_variance_model(work, kind, T)
+            fit = variance_fit(model, diffusion, images).to_dict()
+            _fit_path(work, kind, T).write_text(json.dumps(fit))
+            fits[f"{kind}-T{T}"] = fit
+    return fits
+
+
+def variance_sampling_jobs(profile: Profile, work: Path) -> list[tuple]:
+    """One job per (T, variant), every seed; the long step counts where they apply. Longest first, so that the
+    two workers finish together."""
+    jobs = []
+    for T in profile.variance_chains:
+        for variant in variance_variants(profile, T):
+            plan = []
+            for seed in profile.variance_seeds:
+                steps = tuple(profile.variance_steps)
+                if T == 1000 and variant in LONG_VARIANTS and seed in profile.variance_long_seeds:
+                    steps += tuple(profile.variance_long_steps)
+                plan.append((seed, steps))
+            jobs.append(("vsample", T, variant, tuple(plan), profile, work))
+    return sorted(jobs, key=lambda job: -sum(sum(steps) for _, steps in job[3]))
+
+
+def paired_test(a, b) -> dict | None:
+    """Paired difference a - b over seeds: mean, sd, the 95% t-interval and the two-sided p of a paired t-test
+    (None for fewer than 2 pairs)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = len(d)
+    if n < 2:
+        return None
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    p = float(stats.ttest_rel(a, b).pvalue) if sd > 0 else (0.0 if mean != 0 else 1.0)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "p": p}
+
+
+def variance_table(samples: list[dict], T: int) -> dict:
+    """{variant: {steps: {seed: fid}}} of chain length T (from the results of :func:`sample_variant`, or their
+    JSON, whose keys are strings)."""
+    table: dict = {}
+    for r in samples:
+        if r["T"] == T:
+            for seed, fids in r["fid"].items():
+                for k, f in fids.items():
+                    table.setdefault(r["variant"], {}).setdefault(int(k), {})[int(seed)] = f
+    return table
+
+
 def _job(job):
     kind, *args = job
-    return guidance_sweep(*args) if kind == "guidance" else train_and_evaluate(*args)
+    if kind == "guidance":
+        return guidance_sweep(*args)
+    if kind == "vtrain":
+        return train_variance_model(*args)
+    if kind == "vsample":
+        return sample_variant(*args)
+    return train_and_evaluate(*args)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -195,17 +549,20 @@ def by_run(results) -> dict[str, list[dict]]:
     return runs
 
 
-def report(results, profile: Profile, floor: float, name: str, minutes: float) -> str:
+def report(results, profile: Profile, floor: float | None, name: str, minutes: float, claims=CLAIMS,
+           variance: dict | None = None) -> str:
     runs = by_run(results)
-    guidance = next(r for r in results if r["name"] == "guidance")["metrics"]
     seeds = ", ".join(map(str, profile.seeds))
     steps_cols = [("all" if s == 1000 else str(s)) for s in profile.fid_steps]
-    lines = [f"## Results: `--{name}` profile", "",
-             f"{describe()}. {len(RUNS)} runs x {len(profile.seeds)} seed(s) ({seeds}), {profile.steps} training "
-             f"steps each at batch 128; {minutes:.1f} min in all. Bits/dim on the first {profile.bpd_images} test "
-             f"digits (± standard error over images for one seed, ± sd over seeds otherwise); FID of "
-             f"{profile.fid_samples} samples against the training digits. **Floor** ({profile.fid_samples} real "
-             f"test digits): **FID {floor:.3f}**.", ""]
+    lines = [f"## Results: `--{name}` profile", "", f"{describe()}. {minutes:.1f} min in all.", ""]
+    if set(claims) & {1, 3, 5}:
+        trained = sorted({run for c in claims for run in CLAIM_RUNS.get(c, ())}, key=list(RUNS).index)
+        lines += [f"Claims 1, 3, 5: {len(trained)} runs x {len(profile.seeds)} seed(s) ({seeds}), {profile.steps} "
+                  f"training steps each at batch 128. Bits/dim on the first {profile.bpd_images} test digits (± "
+                  f"standard error over images for one seed, ± sd over seeds otherwise); FID of {profile.fid_samples} "
+                  "samples against the training digits."
+                  + (f" **Floor** ({profile.fid_samples} real test digits): **FID {floor:.3f}**." if floor else ""),
+                  ""]
 
     def bpd(run, var=None):
         rs = runs[run]
@@ -218,44 +575,101 @@ def report(results, profile: Profile, floor: float, name: str, minutes: float) -
     def fid(run, var, steps):
         return mean_sd([r["fid"][var][steps] for r in runs[run]])
 
-    lines += ["### 1. Cosine vs linear schedule (hybrid loss, learned variance)", "",
-              "| schedule | bits/dim | " + " | ".join(f"FID, {c} steps" for c in steps_cols) + " |",
-              "|---|---|" + "---|" * len(steps_cols)]
-    for run, label in (("linear-hybrid", "linear"), ("cosine-hybrid", "cosine")):
-        lines.append(f"| {label} | {bpd(run)} | " + " | ".join(fid(run, "learned_range", s)
-                                                               for s in profile.fid_steps) + " |")
-    lines += ["", "### 2. Learned vs fixed variance: FID against sampling steps", "",
-              "| model, variance | " + " | ".join(f"{c} steps" for c in steps_cols) + " |",
-              "|---|" + "---|" * len(steps_cols)]
-    for run, var, label in (("cosine-hybrid", "learned_range", "hybrid, learned Sigma (Improved DDPM)"),
-                            ("cosine-simple", "fixed_small", "L_simple, Sigma = beta-tilde (DDPM)"),
-                            ("cosine-simple", "fixed_large", "L_simple, Sigma = beta (DDPM)")):
-        lines.append(f"| {label} | " + " | ".join(fid(run, var, s) for s in profile.fid_steps) + " |")
-    lines += ["", "### 3. Importance sampling vs uniform t, trained on L_vlb alone", "",
-              "| sampler of t | loss noise (sd of log10 loss around its 25-step mean, 2nd half) | bits/dim |",
-              "|---|---|---|"]
-    for run, label in (("vlb-uniform", "uniform"), ("vlb-importance", "importance (eq. 18)")):
-        lines.append(f"| {label} | {mean_sd([loss_noise(r['loss']) for r in runs[run]])} | {bpd(run)} |")
-    lines += ["", f"### 4. Classifier guidance (shipped `digits` + `digits_classifier`, {profile.guidance_steps} "
+    if 1 in claims:
+        lines += ["### 1. Cosine vs linear schedule (hybrid loss, learned variance)", "",
+                  "| schedule | bits/dim | " + " | ".join(f"FID, {c} steps" for c in steps_cols) + " |",
+                  "|---|---|" + "---|" * len(steps_cols)]
+        for run, label in (("linear-hybrid", "linear"), ("cosine-hybrid", "cosine")):
+            lines.append(f"| {label} | {bpd(run)} | " + " | ".join(fid(run, "learned_range", s)
+                                                                   for s in profile.fid_steps) + " |")
+        lines.append("")
+    if 2 in claims and variance is not None:
+        lines += variance_report(variance, profile)
+    if 3 in claims:
+        lines += ["### 3. Importance sampling vs uniform t, trained on L_vlb alone", "",
+                  "| sampler of t | loss noise (sd of log10 loss around its 25-step mean, 2nd half) | bits/dim |",
+                  "|---|---|---|"]
+        for run, label in (("vlb-uniform", "uniform"), ("vlb-importance", "importance (eq. 18)")):
+            lines.append(f"| {label} | {mean_sd([loss_noise(r['loss']) for r in runs[run]])} | {bpd(run)} |")
+        lines.append("")
+    if 4 in claims:
+        guidance = next(r for r in results if r["name"] == "guidance")["metrics"]
+        lines += [f"### 4. Classifier guidance (shipped `digits` + `digits_classifier`, {profile.guidance_steps} "
                   "respaced steps)", "", "| scale s | label accuracy | precision | recall | FID |",
-              "|---|---|---|---|---|"]
-    for scale, m in sorted(guidance.items(), key=lambda kv: float(kv[0])):
-        lines.append(f"| {float(scale):g} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                     f"{m['fid']:.3f} |")
-    lines += ["", "### 5. Bits/dim: hybrid vs L_simple (cosine schedule)", "",
-              "| model | bits/dim | L_0 (decoder) | L_T (prior) |", "|---|---|---|---|"]
-    for run, var, label in (("cosine-hybrid", "learned_range", "hybrid, learned Sigma"),
-                            ("cosine-simple", "fixed_small", "L_simple, Sigma = beta-tilde"),
-                            ("cosine-simple", "fixed_large", "L_simple, Sigma = beta"),
-                            ("vlb-importance", "learned_range", "L_vlb, importance-sampled t")):
-        parts = runs[run]
-        lines.append(f"| {label} | {bpd(run, var)} | {mean_sd([r['bpd'][var]['decoder_bpd'] for r in parts])} | "
-                     f"{mean_sd([r['bpd'][var]['prior_bpd'] for r in parts])} |")
-    paired = _paired_difference(runs["cosine-simple"][0]["bpd"]["fixed_small"]["per_image"],
-                                runs["cosine-hybrid"][0]["bpd"]["learned_range"]["per_image"])
-    lines += ["", f"Paired over the same images and noise (seed {profile.seeds[0]}): L_simple (beta-tilde) minus "
-                  f"hybrid = {paired[0]:.3f} ± {paired[1]:.3f} bits/dim.", ""]
+                  "|---|---|---|---|---|"]
+        for scale, m in sorted(guidance.items(), key=lambda kv: float(kv[0])):
+            lines.append(f"| {float(scale):g} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                         f"{m['fid']:.3f} |")
+        lines.append("")
+    if 5 in claims:
+        lines += ["### 5. Bits/dim: hybrid vs L_simple (cosine schedule)", "",
+                  "| model | bits/dim | L_0 (decoder) | L_T (prior) |", "|---|---|---|---|"]
+        for run, var, label in (("cosine-hybrid", "learned_range", "hybrid, learned Sigma"),
+                                ("cosine-simple", "fixed_small", "L_simple, Sigma = beta-tilde"),
+                                ("cosine-simple", "fixed_large", "L_simple, Sigma = beta"),
+                                ("vlb-importance", "learned_range", "L_vlb, importance-sampled t")):
+            parts = runs[run]
+            lines.append(f"| {label} | {bpd(run, var)} | "
+                         f"{mean_sd([r['bpd'][var]['decoder_bpd'] for r in parts])} | "
+                         f"{mean_sd([r['bpd'][var]['prior_bpd'] for r in parts])} |")
+        paired = _paired_difference(runs["cosine-simple"][0]["bpd"]["fixed_small"]["per_image"],
+                                    runs["cosine-hybrid"][0]["bpd"]["learned_range"]["per_image"])
+        lines += ["", f"Paired over the same images and noise (seed {profile.seeds[0]}): L_simple (beta-tilde) "
+                      f"minus hybrid = {paired[0]:.3f} ± {paired[1]:.3f} bits/dim.", ""]
     return "\n".join(lines)
+
+
+def _fit_summary(fit: dict) -> str:
+    return (f"RMS(v - v*) {fit['rms_gap']:.3f} uniform in t, {fit['rms_gap_log']:.3f} in log t; "
+            f"v(1) {fit['v'][0]:.2f} vs v*(1) {fit['v_star'][0]:.2f}")
+
+
+def variance_report(variance: dict, profile: Profile) -> list[str]:
+    """The markdown of claim 2: the fits, the floor, then per T the FIDs and the paired differences."""
+    floor = variance["floor"]
+    lines = ["### 2. Learned vs fixed variance against sampling steps (Improved DDPM section 4, Figure 8)", "",
+             f"Models: the `digits` preset, seed 0, {profile.variance_train_steps} training steps each. FID of "
+             f"{profile.variance_samples} samples per seed against the 360 test digits; every variant starts from "
+             f"the same noise at a given seed. **Floor** ({profile.variance_samples} training digits against the "
+             f"test digits, one draw per seed): **FID {mean_sd(floor)}**.", "",
+             "Is v trained? (the variance fit after training, 40 log-spaced t, "
+             f"{profile.variance_fit_images} test digits; RMS over t of the gap between the model's mean v and v*)",
+             "", "| model | T | fit |", "|---|---|---|"]
+    for key, fit in variance["fits"].items():
+        kind, T = key.rsplit("-T", 1)
+        label = "hybrid loss, v preconditioned" if kind == "hybrid-v" else "the paper's hybrid loss"
+        lines.append(f"| {label} | {T} | {_fit_summary(fit)} |")
+    for T in profile.variance_chains:
+        table = variance_table(variance["samples"], T)
+        steps = sorted({k for v in table.values() for k in v})
+        lines += ["", f"#### T = {T}: FID (mean ± sd over seeds; n = seeds)", "",
+                  "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
+        for variant, label in VARIANTS.items():
+            cells = []
+            for k in steps:
+                values = list(table.get(variant, {}).get(k, {}).values())
+                cells.append(f"{mean_sd(values)} (n = {len(values)})" if values else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", f"#### T = {T}: paired difference to learned Σ (variant minus learned; 95% t-interval over "
+                      "seeds, paired t-test p)", "",
+                  "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
+        for variant, label in VARIANTS.items():
+            if variant == "learned":
+                continue
+            cells = []
+            for k in steps:
+                ours, theirs = table.get("learned", {}).get(k, {}), table.get(variant, {}).get(k, {})
+                common = sorted(set(ours) & set(theirs))
+                test = paired_test([theirs[s] for s in common], [ours[s] for s in common])
+                if test is None:
+                    cells.append(f"{theirs[common[0]] - ours[common[0]]:+.3f} (n = 1)" if common else "")
+                else:
+                    mark = "**" if test["p"] < 0.05 else ""
+                    cells.append(f"{mark}{test['mean']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], "
+                                 f"p = {test['p']:.2g}{mark}")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def _summary(result: dict) -> dict:
@@ -274,8 +688,8 @@ def _paired_difference(a, b) -> tuple[float, float]:
 # --------------------------------------------------------------------------- figures
 
 
-def figures(results, profile: Profile, floor: float, out: Path, name: str) -> None:
-    """The four figures, as ``<figure>-<profile name>.png`` in ``out``."""
+def figures(results, profile: Profile, out: Path, name: str, claims=CLAIMS, variance: dict | None = None) -> None:
+    """The figures of the claims that ran, as ``<figure>-<profile name>.png`` in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,74 +698,183 @@ def figures(results, profile: Profile, floor: float, out: Path, name: str) -> No
     from ddpm_lite.course.plotting import draw_guidance_metrics, loss_curves_figure, vb_terms_figure
 
     runs = by_run(results)
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
-    for run, var, label in (("cosine-hybrid", "learned_range", "cosine, hybrid, learned Σ"),
-                            ("linear-hybrid", "learned_range", "linear, hybrid, learned Σ"),
-                            ("cosine-simple", "fixed_small", "cosine, L_simple, Σ = β̃"),
-                            ("cosine-simple", "fixed_large", "cosine, L_simple, Σ = β")):
-        fids = np.array([[r["fid"][var][s] for s in profile.fid_steps] for r in runs[run]])
-        ax.errorbar(profile.fid_steps, fids.mean(0), yerr=fids.std(0, ddof=1) if len(fids) > 1 else None,
-                    marker="o", ms=4, capsize=3, label=label)
-    ax.axhline(floor, color="k", ls="--", lw=1, label=f"floor (real test digits): {floor:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel="sampling steps (respaced)", ylabel="digits-FID",
-           title=f"FID against sampling steps, {profile.steps} training steps")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.savefig(out / f"fid_vs_steps-{name}.png", dpi=120)
-    plt.close(fig)
+    if 2 in claims and variance is not None:
+        variance_figures(variance, profile, out, name)
 
-    guidance = {float(s): m for s, m in next(r for r in results if r["name"] == "guidance")["metrics"].items()}
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
-    draw_guidance_metrics(ax, guidance)
-    ax.set_title("classifier guidance: fidelity up, diversity down", fontsize=10)
-    scales = sorted(guidance)
-    ax2.plot(scales, [guidance[s]["fid"] for s in scales], "o-", color="k")
-    ax2.axhline(floor, color="k", ls="--", lw=1, label="floor")
-    ax2.set(xlabel="guidance scale", ylabel="digits-FID", yscale="log", title="FID against the scale")
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=8)
-    fig.savefig(out / f"guidance-{name}.png", dpi=120)
-    plt.close(fig)
+    if 4 in claims:
+        guidance = {float(s): m for s, m in next(r for r in results if r["name"] == "guidance")["metrics"].items()}
+        floor = _evaluation_data(profile)[3]
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+        draw_guidance_metrics(ax, guidance)
+        ax.set_title("classifier guidance: fidelity up, diversity down", fontsize=10)
+        scales = sorted(guidance)
+        ax2.plot(scales, [guidance[s]["fid"] for s in scales], "o-", color="k")
+        ax2.axhline(floor, color="k", ls="--", lw=1, label="floor")
+        ax2.set(xlabel="guidance scale", ylabel="digits-FID", yscale="log", title="FID against the scale")
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8)
+        fig.savefig(out / f"guidance-{name}.png", dpi=120)
+        plt.close(fig)
 
-    hybrid = runs["cosine-hybrid"][0]["bpd"]["learned_range"]
-    fig = vb_terms_figure(np.asarray(hybrid["vb"]), hybrid["prior_bpd"],
-                          title=f"terms of the bound, cosine hybrid model: {hybrid['mean']:.3f} bits/dim")
-    fig.savefig(out / f"vb_terms-{name}.png", dpi=120)
-    plt.close(fig)
+    if 5 in claims:
+        hybrid = runs["cosine-hybrid"][0]["bpd"]["learned_range"]
+        fig = vb_terms_figure(np.asarray(hybrid["vb"]), hybrid["prior_bpd"],
+                              title=f"terms of the bound, cosine hybrid model: {hybrid['mean']:.3f} bits/dim")
+        fig.savefig(out / f"vb_terms-{name}.png", dpi=120)
+        plt.close(fig)
 
-    fig = loss_curves_figure({label: runs[run][0]["loss"] for run, label in
-                              (("vlb-uniform", "L_vlb, uniform t"), ("vlb-importance", "L_vlb, importance-sampled t"))},
-                             smoothing=25, title="training on L_vlb alone (Improved DDPM Figure 6)")
-    fig.savefig(out / f"vlb_loss-{name}.png", dpi=120)
+    if 3 in claims:
+        fig = loss_curves_figure({label: runs[run][0]["loss"] for run, label in
+                                  (("vlb-uniform", "L_vlb, uniform t"),
+                                   ("vlb-importance", "L_vlb, importance-sampled t"))},
+                                 smoothing=25, title="training on L_vlb alone (Improved DDPM Figure 6)")
+        fig.savefig(out / f"vlb_loss-{name}.png", dpi=120)
+        plt.close(fig)
+
+
+VARIANT_STYLE = {  # colour, marker, line style
+    "learned": ("C0", "o", "-"), "learned-paper": ("C0", "o", ":"), "oracle": ("k", "*", "-"),
+    "same-small": ("C1", "s", "-"), "same-large": ("C2", "^", "-"), "simple-small": ("C1", "s", "--"),
+    "simple-large": ("C2", "^", "--"), "ddim": ("C3", "D", "-"),
+}
+
+
+def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> None:
+    """``fid_vs_steps-<name>.png`` (FID against steps, one panel per T, ± sd over seeds) and
+    ``variance_fit-<name>.png`` (each hybrid model's v(t) against v*(t))."""
+    import matplotlib.pyplot as plt
+
+    from ddpm_lite.course import style
+    from ddpm_lite.metrics.variance import VarianceFit, variance_fit_figure
+
+    chains = profile.variance_chains
+    floor = float(np.mean(variance["floor"]))
+    with plt.rc_context(style.RC):
+        fig, axes = plt.subplots(1, len(chains), figsize=(min(8.0, 4.2 * len(chains)), 4.6), layout="constrained",
+                                 squeeze=False, sharey=True)
+        for ax, T in zip(axes[0], chains):
+            table = variance_table(variance["samples"], T)
+            for variant, label in VARIANTS.items():
+                cells = table.get(variant, {})
+                steps = sorted(cells)
+                if not steps:
+                    continue
+                mean = [np.mean(list(cells[k].values())) for k in steps]
+                sd = [np.std(list(cells[k].values()), ddof=1) if len(cells[k]) > 1 else 0.0 for k in steps]
+                color, marker, ls = VARIANT_STYLE[variant]
+                ax.errorbar(steps, mean, yerr=sd, color=color, marker=marker, ls=ls, ms=5, capsize=2, lw=1.3,
+                            label=label)
+            ax.axhline(floor, color="0.4", ls="-.", lw=1, label="floor (real training digits)")
+            ax.set(xscale="log", yscale="log", xlabel="sampling steps (respaced)", title=f"T = {T}")
+            ax.grid(alpha=0.3, which="both")
+        axes[0][0].set_ylabel("FID against the test digits")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT_PT)
+        fig.savefig(out / f"fid_vs_steps-{name}.png")
+        plt.close(fig)
+
+    fits = {}
+    for key, d in variance["fits"].items():
+        kind, T = key.rsplit("-T", 1)
+        fits[f"T = {T}, {'preconditioned' if kind == 'hybrid-v' else 'paper'}"] = VarianceFit.from_dict(d)
+    fig = variance_fit_figure(fits, title="is v trained? learned v(t) (solid) against v*(t) (dashed)")
+    fig.savefig(out / f"variance_fit-{name}.png")
     plt.close(fig)
 
 
 # --------------------------------------------------------------------------- main
 
 
+def _parse_claims(text: str) -> tuple[int, ...]:
+    try:
+        claims = tuple(sorted({int(c) for c in text.split(",")}))
+    except ValueError:
+        claims = ()
+    if not claims or not set(claims) <= set(CLAIMS):
+        raise argparse.ArgumentTypeError(f"--claims takes a comma-separated subset of 1-5, e.g. 2 or 1,3; got "
+                                         f"{text!r}")
+    return claims
+
+
+def _run(pool, jobs: list, log: Path | None) -> list:
+    """The results of ``jobs`` in their order; each claim-2 result is also appended to ``log`` when it arrives."""
+    results = [None] * len(jobs)
+    for i, result in pool.imap_unordered(_indexed_job, list(enumerate(jobs)), chunksize=1):
+        results[i] = result
+        if log is not None and result["name"].startswith("variance"):
+            with log.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+    return results
+
+
+def _indexed_job(item):
+    i, job = item
+    return i, _job(job)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the quick profile (about 12 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="the quick profile (under 15 minutes on 2 cores)")
     parser.add_argument("--profile", choices=sorted(PROFILES), help="a profile by name (--quick = quick)")
+    parser.add_argument("--claims", type=_parse_claims, default=CLAIMS, help="which claims to run (default all)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "claims", help="report, JSON and figures")
+    parser.add_argument("--work", type=Path, help="claim 2's trained models (default runs/claims-<profile>)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="claim 2: use the models an earlier run left in --work (same config) instead of "
+                             "training them again")
     args = parser.parse_args(argv)
     name = args.profile or ("quick" if args.quick else "full")
-    profile = PROFILES[name]
+    profile, claims = PROFILES[name], args.claims
+    work = args.work or ROOT / "runs" / f"claims-{name}"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [("train", run, seed, profile) for seed in profile.seeds for run in RUNS] + [("guidance", profile)]
-    print(f"{name} profile: {len(jobs)} jobs on {args.workers} workers", flush=True)
-    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        results = pool.map(_job, jobs, chunksize=1)
-    floor = _evaluation_data(profile)[3]
+    trained = [run for run in RUNS if any(run in CLAIM_RUNS.get(c, ()) for c in claims)]
+    # claim 2's hybrid and L_simple models for T = 1000 are the runs cosine-hybrid and cosine-simple (seed 0)
+    # when those are trained for as many steps: train them once
+    shared = {}
+    if 2 in claims and 1000 in profile.variance_chains and profile.variance_train_steps == profile.steps \
+            and 0 in profile.seeds:
+        shared = {run: kind for run, kind in (("cosine-hybrid", "hybrid"), ("cosine-simple", "simple"))
+                  if run in trained}
+    jobs = [("train", run, seed, profile, (shared[run], work) if seed == 0 and run in shared else None)
+            for seed in profile.seeds for run in trained]
+    if 2 in claims:
+        jobs += [("vtrain", kind, T, profile, work, args.reuse) for T in profile.variance_chains
+                 for kind in variance_models(profile, T) if not (T == 1000 and kind in shared.values())]
+    if 4 in claims:
+        jobs.append(("guidance", profile))
+    print(f"{name} profile, claims {', '.join(map(str, claims))}: {len(jobs)} jobs on {args.workers} workers",
+          flush=True)
+    context = multiprocessing.get_context("spawn")
+    log = work / "jobs.jsonl" if 2 in claims else None  # claim 2's results as they come (it runs for hours)
+    if log is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+    with context.Pool(args.workers, maxtasksperchild=1) as pool:
+        results = _run(pool, jobs, log)
+    variance = None
+    if 2 in claims:
+        fits = fit_variance_models(profile, work)
+        sampling = variance_sampling_jobs(profile, work)
+        print(f"claim 2: {len(sampling)} sampling jobs", flush=True)
+        with context.Pool(args.workers) as pool:  # the workers live on (no import per job)
+            samples = _run(pool, sampling, log)
+        training = [r for r in results if r["name"] == "variance-model"]
+        training += [json.loads(_model_path(work, kind, 1000).with_suffix(".json").read_text())
+                     for kind in shared.values()]
+        variance = {"fits": fits, "floor": variance_floor(profile), "samples": samples, "training": training}
+        results = [r for r in results if r["name"] != "variance-model"]
+    floor = _evaluation_data(profile)[3] if set(claims) & {1, 3, 4, 5} else None
     minutes = (time.perf_counter() - start) / 60
-    text = report(results, profile, floor, name, minutes)
-    (args.out / f"results-{name}.md").write_text(text + "\n")
+    text = report(results, profile, floor, name, minutes, claims, variance)
+    suffix = "" if claims == CLAIMS else "-claims" + "".join(map(str, claims))
+    (args.out / f"results-{name}{suffix}.md").write_text(text + "\n")
     slim = [_summary(r) for r in results]
-    (args.out / f"results-{name}.json").write_text(json.dumps({"profile": asdict(profile), "floor": floor,
-                                                               "minutes": minutes, "results": slim}, indent=1))
-    figures(results, profile, floor, args.out, name)
+    (args.out / f"results-{name}{suffix}.json").write_text(json.dumps(
+        {"profile": asdict(profile), "claims": list(claims), "floor": floor, "minutes": minutes, "results": slim,
+         "variance": variance, "machine": describe()}, indent=1))
+    figures(results, profile, args.out, name, claims, variance)
     print(text)
 
 

@@ -18,7 +18,7 @@ from ddpm_lite.models import UNetConfig, UNetModel  # noqa: E402
 
 
 def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
-    claims.main(["--profile", "smoke", "--out", str(tmp_path)])
+    claims.main(["--profile", "smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work")])
     report = (tmp_path / "results-smoke.md").read_text()
     for heading in ("1. Cosine vs linear", "2. Learned vs fixed variance", "3. Importance sampling",
                     "4. Classifier guidance", "5. Bits/dim", "Floor"):
@@ -28,8 +28,89 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
     assert runs == set(claims.RUNS) | {"guidance"}
     simple = next(r for r in data["results"] if r["name"] == "cosine-simple")
     assert set(simple["bpd"]) == {"fixed_small", "fixed_large"} and simple["bpd"]["fixed_small"]["mean"] > 0
-    for name in ("fid_vs_steps", "guidance", "vb_terms", "vlb_loss"):
+    for name in ("fid_vs_steps", "variance_fit", "guidance", "vb_terms", "vlb_loss"):
         assert (tmp_path / f"{name}-smoke.png").stat().st_size > 5000
+    # claim 2: three models, a fit of each hybrid one, every variant at every step count and seed, paired tests
+    variance = data["variance"]
+    assert {(r["kind"], r["T"]) for r in variance["training"]} == {(k, 1000) for k in claims.VARIANCE_MODELS}
+    assert set(variance["fits"]) == {"hybrid-v-T1000", "hybrid-T1000"} and len(variance["floor"]) == 2
+    table = claims.variance_table(variance["samples"], 1000)
+    assert set(table) == set(claims.VARIANTS)
+    assert all(set(table[v][k]) == {0, 1} for v in table for k in (2, 3))
+    assert set(table["learned"][4]) == {0} and 4 not in table["oracle"]  # the long steps: LONG_VARIANTS, seed 0
+    assert "#### T = 1000: paired difference to learned Σ" in report and "p = " in report
+    assert (tmp_path / "work" / "hybrid-v-T1000.pt").exists()
+
+
+def test_claims_runs_one_claim_alone(tmp_path):
+    claims.main(["--profile", "smoke", "--claims", "3", "--out", str(tmp_path)])
+    report = (tmp_path / "results-smoke-claims3.md").read_text()
+    assert "3. Importance sampling" in report and "2. Learned" not in report and "5. Bits/dim" not in report
+    assert json.loads((tmp_path / "results-smoke-claims3.json").read_text())["claims"] == [3]
+    with pytest.raises(SystemExit):
+        claims.main(["--claims", "7"])
+
+
+def test_paired_test_against_a_float64_computation():
+    a = [1.30, 1.10, 1.45, 1.22]
+    b = [1.00, 1.02, 1.20, 1.05]
+    d = [x - y for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / len(d)
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    t_stat = mean / (sd / n ** 0.5)
+    from scipy import stats
+
+    out = claims.paired_test(a, b)
+    assert out["mean"] == pytest.approx(mean) and out["sd"] == pytest.approx(sd)
+    assert out["p"] == pytest.approx(2 * stats.t.sf(abs(t_stat), n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / n ** 0.5  # 3.182 for 3 degrees of freedom
+    assert half == pytest.approx(3.1824463 * sd / 2, rel=1e-6)
+    assert (out["low"], out["high"]) == pytest.approx((mean - half, mean + half))
+    assert claims.paired_test([1.0], [2.0]) is None
+    assert claims.paired_test([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+
+
+def test_variance_table_reads_results_and_their_json():
+    results = [{"name": "variance-sample", "T": 1000, "variant": "learned", "fid": {0: {25: 1.5, 50: 1.2}}},
+               {"name": "variance-sample", "T": 1000, "variant": "learned", "fid": {1: {25: 1.7}}},
+               {"name": "variance-sample", "T": 4000, "variant": "ddim", "fid": {0: {25: 3.0}}}]
+    expected = {"learned": {25: {0: 1.5, 1: 1.7}, 50: {0: 1.2}}}
+    assert claims.variance_table(results, 1000) == expected
+    assert claims.variance_table(json.loads(json.dumps(results)), 1000) == expected
+
+
+def test_v_preconditioned_loss_reweights_only_the_variance_term():
+    """vb of step t is (1 / delta_t^2) times the library's vb computed with the clipped x_0; the eps term is the
+    library's; delta_t = log(beta_t / beta~_t) from the betas in float64."""
+    import numpy as np
+
+    from ddpm_lite import GaussianDiffusion, get_betas
+
+    base = GaussianDiffusion(get_betas("cosine", 50), var_type="learned_range", loss_type="rescaled_mse")
+    pre = claims.v_preconditioned(base)
+    model = UNetModel(UNetConfig.preset("digits8", learn_sigma=True, model_channels=16, num_head_channels=16))
+    torch.nn.init.normal_(model.out[-1].weight, std=0.05)
+    x0 = torch.rand(6, 1, 8, 8) * 2 - 1
+    t = torch.tensor([0, 1, 2, 10, 30, 49])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    ours = pre.training_losses(model, x0, t, noise=noise)
+    ref = base.training_losses(model, x0, t, noise=noise)
+    torch.testing.assert_close(ours["mse"], ref["mse"])
+    betas = np.asarray(base.betas, dtype=np.float64)
+    abar = np.cumprod(1 - betas)
+    abar_prev = np.append(1.0, abar[:-1])
+    beta_tilde = betas * (1 - abar_prev) / (1 - abar)
+    beta_tilde[0] = beta_tilde[1]  # the clipped first step, as the library's log-variance
+    weight = 1.0 / np.log(betas / beta_tilde) ** 2
+    x_t = base.q_sample(x0, t, noise)
+    out = model(x_t, t)
+    frozen = torch.cat([out[:, :1].detach(), out[:, 1:]], dim=1)
+    vb = base._vb_terms_bpd(lambda *args, **kwargs: frozen, x0, x_t, t, clip_denoised=True)["output"]
+    expected = vb * torch.from_numpy(np.minimum(weight, 1e12)[t.numpy()]).float() * 50 / 1000
+    torch.testing.assert_close(ours["vb"], expected, rtol=1e-4, atol=0)
+    assert weight[1] < weight[30]  # delta is largest at small t
+    with pytest.raises(ValueError, match="preconditioned hybrid loss"):
+        claims.v_preconditioned(GaussianDiffusion(get_betas("cosine", 50))).training_losses(model, x0, t)
 
 
 def test_loss_noise_separates_a_noisy_curve_from_a_smooth_one():
