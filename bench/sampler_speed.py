@@ -2,7 +2,9 @@
 
     python bench/sampler_speed.py                      # everything below (about 90 minutes on 2 shared cores)
     python bench/sampler_speed.py --only spacing       # DPM-Solver++(2M)'s timestep spacings at 5-20 steps
-    python bench/sampler_speed.py --only table --steps 5 10 20 --no-kdiffusion
+    python bench/sampler_speed.py --only fid timing --steps 5 10 20 --no-kdiffusion
+    python bench/sampler_speed.py --only fid --samplers "k-diff Euler" --json a.json   # one sampler; then
+    python bench/sampler_speed.py --only timing wins --merge a.json b.json              # report runs together
 
 The shipped ``digits`` model (ADM U-Net, cosine schedule, T = 1000, learned variance), unchanged, sampled by:
 
@@ -10,9 +12,11 @@ The shipped ``digits`` model (ADM U-Net, cosine schedule, T = 1000, learned vari
   as the library respaces for it) and DPM-Solver++(2M) (``generate(sampler="dpm++2m")``, ``ddpm_lite.dpm_solver``);
 * k-diffusion's DPM++ 2M, Euler and Heun (``sample_dpmpp_2m``, ``sample_euler``, ``sample_heun``) on the same
   network through k-diffusion's own ``OpenAIDenoiser`` wrapper (eps channels of the learned-variance output,
-  fractional timesteps from its sigma <-> t interpolation), with Karras et al.'s noise levels (rho = 7) between the
-  chain's sigma_min and sigma_max; k-diffusion does not clip x_0, so its final samples are clamped to [-1, 1].
-  Heun costs two network calls per step but the last: at a budget of ``steps`` calls it takes (steps + 1) // 2 steps.
+  fractional timesteps from its sigma <-> t interpolation), at Karras et al.'s noise levels (rho = 7, from EDM's
+  sigma_max = 80 down to the chain's sigma_min, then 0), and DPM++ 2M also at ``get_sigmas(n)`` (evenly spaced in
+  t from t = T-1, then 0); k-diffusion does not clip x_0 (see :func:`kdiffusion`), so its final samples are clamped
+  to [-1, 1]. Heun costs two network calls per step but the last: at a budget of
+  ``steps`` calls it takes (steps + 1) // 2 steps.
 
 Columns are network calls (NFE); every sampler of a draw starts from the same x_T.
 
@@ -64,6 +68,7 @@ STEPS = (5, 8, 10, 15, 20, 25, 50, 100)
 SPACING_STEPS = (5, 8, 10, 15, 20)
 REFERENCE_STEPS = 1000  # the quality target: ancestral sampling with every step of the chain
 TARGET_SECONDS, TARGET_RATIO = 0.5, 1.1
+KARRAS_SIGMA_MAX = 80.0  # EDM's (Karras et al. 2022)
 
 
 # --------------------------------------------------------------------------- k-diffusion, installed for the bench
@@ -125,27 +130,37 @@ def ours(model, diffusion) -> list[Contender]:
 
 
 def kdiffusion(model, diffusion, modules) -> list[Contender]:
+    """k-diffusion's samplers on our model through its OpenAIDenoiser at Karras et al.'s noise levels (rho = 7)
+    between the chain's sigma_min and EDM's sigma_max = 80, and DPM++ 2M at ``denoiser.get_sigmas(n)`` too (evenly
+    spaced in t from t = T-1, as our solver's default spacing, then 0).
+
+    k-diffusion does not clip x_0. From t = T-1 (alpha = 4.9e-5 on the capped cosine chain, sigma = 20291) the
+    network's eps error is multiplied by alpha_next / alpha_{T-1} (270 for 100 steps evenly spaced in t) and the
+    samples are lost (FID about 41 at any step count); our solver clips x_0 and does not suffer it. Starting at
+    sigma = 80 (alpha = 0.0125) avoids it; Karras' ramp from the chain's own sigma_max puts almost every level above
+    sigma = 10 (FID 35-48 at 5-10 calls)."""
     sampling, external = modules
     denoiser = external.OpenAIDenoiser(model, diffusion, quantize=False, has_learned_sigmas=True)
-    sigma_min, sigma_max = float(denoiser.sigma_min), float(denoiser.sigma_max)
+    sigma_min = float(denoiser.sigma_min)
 
     def karras(n):
-        return sampling.get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0)
+        return sampling.get_sigmas_karras(n, sigma_min, KARRAS_SIGMA_MAX, rho=7.0)
 
-    def with_sampler(fn, heun=False):
+    def with_sampler(fn, sigmas_for=denoiser.get_sigmas, heun=False):
         @torch.no_grad()
         def run(seed, n, steps):
             count = (steps + 1) // 2 if heun else steps  # Heun: 2 calls per step, 1 for the last (to sigma = 0)
-            sigmas = karras(count)
+            sigmas = sigmas_for(count)
             out = fn(denoiser, starting_noise(seed, n) * sigmas[0], sigmas, disable=True)
             return out.clamp(-1, 1)
         return run
 
     model.eval()
-    return [Contender("k-diff DPM++ 2M", with_sampler(sampling.sample_dpmpp_2m)),
-            Contender("k-diff Euler", with_sampler(sampling.sample_euler)),
-            Contender("k-diff Heun", with_sampler(sampling.sample_heun, heun=True),
-                      calls=lambda steps: 2 * ((steps + 1) // 2) - 1)]
+    return [Contender("k-diff DPM++ 2M Karras", with_sampler(sampling.sample_dpmpp_2m, karras)),
+            Contender("k-diff Euler Karras", with_sampler(sampling.sample_euler, karras)),
+            Contender("k-diff Heun Karras", with_sampler(sampling.sample_heun, karras, heun=True),
+                      calls=lambda steps: 2 * ((steps + 1) // 2) - 1),
+            Contender("k-diff DPM++ 2M", with_sampler(sampling.sample_dpmpp_2m))]
 
 
 def spacing_contenders(model, diffusion) -> list[Contender]:
@@ -193,8 +208,9 @@ class Scorer:
                 for _ in range(draws)]
 
 
-def fid_sweep(contenders: list[Contender], steps, scorer: Scorer, draws: int, progress=True) -> dict:
-    """{name: {steps: [FID per draw]}}."""
+def fid_sweep(contenders: list[Contender], steps, scorer: Scorer, draws: int, progress=True,
+              checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """{name: {steps: [FID per draw]}}; ``checkpoint(results)`` after each FID (to save partial results)."""
     results = {c.name: {} for c in contenders}
     for draw in range(draws):
         for c in contenders:
@@ -204,6 +220,8 @@ def fid_sweep(contenders: list[Contender], steps, scorer: Scorer, draws: int, pr
                     samples = c.run(1000 + draw, scorer.samples, k)
                 fid = scorer.fid(samples)
                 results[c.name].setdefault(k, []).append(fid)
+                if checkpoint is not None:
+                    checkpoint(results)
                 if progress:
                     print(f"  draw {draw}: {c.name:<34} {k:>5} calls  FID {fid:7.3f}  "
                           f"({time.perf_counter() - start:5.1f} s)", flush=True)
@@ -364,6 +382,16 @@ def _int_keys(tree):
     return tree
 
 
+def _merge(into: dict, new: dict) -> dict:
+    """Merge the per-sampler tables ("fid", "seconds", "calls", "spacing") sampler by sampler; other keys replace."""
+    for key, value in new.items():
+        if key in ("fid", "seconds", "calls", "spacing") and isinstance(into.get(key), dict):
+            into[key].update(value)
+        else:
+            into[key] = value
+    return into
+
+
 PARTS = ("spacing", "reference", "fid", "timing", "wins")
 
 
@@ -382,6 +410,7 @@ def main(argv=None) -> None:
                         help="torch threads while sampling for FID (default 1: the least hurt by busy neighbours)")
     parser.add_argument("--wins-steps", type=int, default=10, help="network calls of the cheap-wins timing")
     parser.add_argument("--no-kdiffusion", action="store_true", help="leave out k-diffusion's samplers")
+    parser.add_argument("--samplers", nargs="+", help="only these samplers of the table (names as in its header)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--merge", type=Path, nargs="+", default=[],
                         help="numbers of earlier runs (--json files) to report with this run's")
@@ -390,7 +419,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     data = {}
     for path in args.merge:
-        data.update(_int_keys(json.loads(path.read_text())))
+        _merge(data, _int_keys(json.loads(path.read_text())))
     torch.set_num_threads(args.threads)
     machine = f"{describe()}; load average at the start {os.getloadavg()[0]:.1f}."
     print(machine, flush=True)
@@ -401,35 +430,47 @@ def main(argv=None) -> None:
     scorer = Scorer(args.samples)
     data["floor"] = scorer.floor(max(args.draws, 5))
 
+    def save(key=None, value=None):
+        if key is not None:
+            _merge(data, {key: value})
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(data, indent=1))
+
     torch.set_num_threads(args.fid_threads)
     if "spacing" in parts:
-        data["spacing"] = fid_sweep(spacing_contenders(model, diffusion), args.spacing_steps, scorer, args.draws)
+        fid_sweep(spacing_contenders(model, diffusion), args.spacing_steps, scorer, args.draws,
+                  checkpoint=lambda results: save("spacing", results))
     if "reference" in parts:
         ancestral = ours(model, diffusion)[0]
         data["reference"] = {"steps": args.reference_steps, "fids": fid_sweep(
             [ancestral], [args.reference_steps], scorer, args.draws)["ancestral"][args.reference_steps]}
+        save()
     contenders = []
     if parts & {"fid", "timing"}:
         contenders = ours(model, diffusion)
         modules = None if args.no_kdiffusion else import_kdiffusion()
         if modules is not None:
             contenders += kdiffusion(model, diffusion, modules)
-        data["calls"] = {c.name: {k: c.calls(k) for k in args.steps} for c in contenders}
+        if args.samplers:
+            unknown = set(args.samplers) - {c.name for c in contenders}
+            if unknown:
+                parser.error(f"unknown samplers {sorted(unknown)}: choose from {[c.name for c in contenders]}")
+            contenders = [c for c in contenders if c.name in args.samplers]
+        save("calls", {c.name: {k: c.calls(k) for k in args.steps} for c in contenders})
     if "fid" in parts:
-        data["fid"] = fid_sweep(contenders, args.steps, scorer, args.draws)
+        fid_sweep(contenders, args.steps, scorer, args.draws, checkpoint=lambda results: save("fid", results))
 
     torch.set_num_threads(args.threads)
     if "timing" in parts:
-        data["seconds"] = timing(contenders, args.steps, args.rounds)
+        save("seconds", timing(contenders, args.steps, args.rounds))
         ancestral = ours(model, diffusion)[0]
         data["reference_seconds"] = timing([ancestral], [args.reference_steps], 1)["ancestral"][args.reference_steps]
     if "wins" in parts:
         data["wins"] = wins(model, diffusion, args.wins_steps, args.rounds)
+    save()
 
     lines = report(data, args.rounds) + [f"\n(this run: {(time.perf_counter() - start) / 60:.1f} minutes)"]
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=1))
     print("\n# --- markdown for docs/benchmarks.md ---\n" + "\n".join(lines))
 
 
