@@ -73,14 +73,18 @@ SAMPLE_STEPS = 50
 # all of it. The H200 is taken at the A100's rate, a lower bound (H200: 989 dense bf16 TFLOP/s and 4.8 TB/s
 # against the A100's 312 and 2.0). A small U-Net's step is also bounded below by the host's time to launch its
 # kernels one by one: ops per step times ~10 us each (11 us per op was measured for eager PyTorch on tiny tensors
-# on the development CPU), 20 us on Colab's slower two-vCPU host for the pessimistic end.
-DEVICES = {
-    "T4": {"best": (9.8e12, 10e-6), "worst": (4.9e12, 20e-6)},
-    "H200": {"best": (60e12, 10e-6), "worst": (60e12, 10e-6)},
+# on the development CPU), 20 us on Colab's slower two-vCPU host for the pessimistic end. At the best end the host
+# runs ahead of the GPU (step = the longer of the two); at the worst end it waits for the GPU within every step
+# (step = their sum), as it does today: GaussianDiffusion._extract makes 18 blocking host-to-device copies per
+# training step (tests/test_device_syncs.py, the xfail), each of which waits for the GPU to drain its queue.
+DEVICES = {  # (FLOP/s, host seconds per op, host and GPU overlap)
+    "T4": {"best": (9.8e12, 10e-6, True), "worst": (4.9e12, 20e-6, False)},
+    "H200": {"best": (60e12, 10e-6, True), "worst": (60e12, 10e-6, False)},
 }
 THROUGHPUT_SOURCE = ("published: NVIDIA DeepLearningExamples ResNet-50 v1.5 (PyTorch) — T4 AMP inference 1198 img/s "
                      "= 9.8 TFLOP/s (training taken at 4.9-9.8), A100 AMP training 2470 img/s = 60 TFLOP/s (a lower "
-                     "bound for the H200); plus 10-20 us of host time per launched op")
+                     "bound for the H200); plus 10-20 us of host time per launched op, overlapping the GPU's work "
+                     "(best) or not (worst)")
 FUSED_ADAMW_OPS = 10  # launches of torch's fused AdamW for all the parameters of a small model (an estimate)
 RENDER_S = 0.5  # one redraw of notebook 07's training monitor (matplotlib to PNG), besides its sampling
 
@@ -178,25 +182,28 @@ def costs(name: str) -> dict:
             "ops_per_sample_step": sample_ops}
 
 
-def step_seconds(flops: float, ops: int, rate: float, per_op: float) -> float:
-    """A step's time: its FLOPs at ``rate``, or the host's launches, whichever is longer."""
-    return max(flops / rate, ops * per_op)
+def step_seconds(flops: float, ops: int, rate: float, per_op: float, overlap: bool = True) -> float:
+    """A step's time: its FLOPs at ``rate`` and the host's launches, ``ops * per_op``: the longer of the two when
+    the host runs ahead of the GPU (``overlap``), else their sum."""
+    compute, launch = flops / rate, ops * per_op
+    return max(compute, launch) if overlap else compute + launch
 
 
 def cell_minutes(cost: dict, steps: int, redraws: int, samples: int, sample_steps: int, rate: float,
-                 per_op: float, train_step_s: float | None = None, sample_step_s: float | None = None) -> float:
+                 per_op: float, overlap: bool = True, train_step_s: float | None = None,
+                 sample_step_s: float | None = None) -> float:
     """Minutes of a notebook's training cell: ``steps`` training steps, and ``redraws`` monitor redraws of
     ``samples`` images with ``sample_steps`` network calls each. Measured step times replace the model's."""
     train = train_step_s if train_step_s is not None else step_seconds(
-        cost["train_gflop_per_step"] * 1e9, cost["ops_per_train_step"], rate, per_op)
+        cost["train_gflop_per_step"] * 1e9, cost["ops_per_train_step"], rate, per_op, overlap)
     sample = sample_step_s if sample_step_s is not None else step_seconds(
-        cost["forward_mflop_per_image"] * 1e6 * samples, cost["ops_per_sample_step"], rate, per_op)
+        cost["forward_mflop_per_image"] * 1e6 * samples, cost["ops_per_sample_step"], rate, per_op, overlap)
     return (steps * train + redraws * (sample_steps * sample + RENDER_S)) / 60
 
 
 def estimates(all_costs: dict[str, dict]) -> list[dict]:
-    """Minutes of each notebook's training cell on a T4 (a best-worst range) and an H200 (an upper bound), from
-    FLOPs and published throughput."""
+    """Minutes of each notebook's training cell on a T4 and an H200, [best, worst], from FLOPs and published
+    throughput (see DEVICES)."""
     rows = []
     for cell, (name, steps, redraws, samples, sample_steps) in NOTEBOOK_CELLS.items():
         cost = all_costs[name]
@@ -455,12 +462,12 @@ def markdown(report: dict) -> str:
                      f"{c['steps']} | {c['params'] / 1e6:.2f}M | {c['train_gflop_per_step']:.1f} | "
                      f"{c['forward_mflop_per_image']:.0f} | {c['ops_per_train_step']} | {c['ops_per_sample_step']} |")
     lines += ["", "### Estimated minutes per training cell", "", f"Throughput: {THROUGHPUT_SOURCE}.", "",
-              "| notebook cell | preset | steps | T4 (best-worst) | H200 (at most) |" + (
+              "| notebook cell | preset | steps | T4 (best-worst) | H200 (best-worst) |" + (
                   " this device, measured |" if report.get("measured_minutes") else ""),
               "|---|---|---|---|---|" + ("---|" if report.get("measured_minutes") else "")]
     for row in report["estimates"]:
         line = (f"| {row['cell']} | {row['preset']} | {row['steps']} | {row['T4'][0]:.1f}-{row['T4'][1]:.1f} | "
-                f"{row['H200'][1]:.1f} |")
+                f"{row['H200'][0]:.1f}-{row['H200'][1]:.1f} |")
         measured = (report.get("measured_minutes") or {}).get(row["cell"])
         if report.get("measured_minutes"):
             line += f" {measured:.1f} |" if measured is not None else " - |"

@@ -514,8 +514,8 @@ def _digits28() -> ExperimentConfig:
 
 def _mnist() -> ExperimentConfig:
     """MNIST on one GPU: the digits recipe (Improved DDPM: cosine schedule, learned variances, hybrid loss) with
-    the mnist28 U-Net (1.9M parameters), 4000 steps of 256 images (17 epochs of the 60,000 training images)."""
-    return _digits().with_data("mnist").replace(name="mnist", batch_size=256, lr=5e-4, steps=4000, save_every=500)
+    the mnist28 U-Net (1.9M parameters), 3200 steps of 256 images (14 epochs of the 60,000 training images)."""
+    return _digits().with_data("mnist").replace(name="mnist", batch_size=256, lr=5e-4, steps=3200, save_every=400)
 
 
 def _fashion_mnist() -> ExperimentConfig:
@@ -524,10 +524,10 @@ def _fashion_mnist() -> ExperimentConfig:
 
 
 def _cifar10() -> ExperimentConfig:
-    """CIFAR-10 on one GPU: the digits recipe with the cifar10_small U-Net (2.7M parameters), 3500 steps of 256
-    images (18 epochs of the 50,000 training images). Minutes, not the days of Improved DDPM's CIFAR-10 model:
+    """CIFAR-10 on one GPU: the digits recipe with the cifar10_small U-Net (2.7M parameters), 2500 steps of 256
+    images (13 epochs of the 50,000 training images). Minutes, not the days of Improved DDPM's CIFAR-10 model:
     expect colours and layouts of scenes, not sharp objects."""
-    return _digits().with_data("cifar10").replace(name="cifar10", batch_size=256, lr=3e-4, steps=3500,
+    return _digits().with_data("cifar10").replace(name="cifar10", batch_size=256, lr=3e-4, steps=2500,
                                                   save_every=500)
 
 

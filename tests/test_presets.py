@@ -67,9 +67,9 @@ def test_preset_lists():
 
 
 @pytest.mark.parametrize("name, data, unet, batch, steps, millions", [
-    ("mnist", "mnist", "mnist28", 256, 4000, 1.92),
-    ("fashion_mnist", "fashion_mnist", "mnist28", 256, 4000, 1.92),
-    ("cifar10", "cifar10", "cifar10_small", 256, 3500, 2.69),
+    ("mnist", "mnist", "mnist28", 256, 3200, 1.92),
+    ("fashion_mnist", "fashion_mnist", "mnist28", 256, 3200, 1.92),
+    ("cifar10", "cifar10", "cifar10_small", 256, 2500, 2.69),
     ("digits16", "digits16", "digits16", 128, 2000, 1.31),
     ("digits28", "digits28", "digits28", 64, 2000, 0.35),
 ])
@@ -176,7 +176,7 @@ def test_choose_preset_on_a_gpu_with_the_data(tmp_path, monkeypatch, as_gpu):
     assert choice.on_gpu and choice.device.type == "cuda" and choice.config == ExperimentConfig.preset("mnist")
     assert len(choice.data) == 5 and choice.data.image_shape == (1, 28, 28)
     assert str(choice) == ("GPU path: Tesla T4, the 'mnist' preset on MNIST (5 training images; 28x28 U-Net with "
-                           "1.9M parameters; 4000 steps of 256 images; fp16 autocast with a gradient scaler, "
+                           "1.9M parameters; 3200 steps of 256 images; fp16 autocast with a gradient scaler, "
                            "channels_last)")
     _pretend_cuda(monkeypatch, as_gpu, (9, 0), "NVIDIA H200")
     assert "NVIDIA H200" in str(choose_preset("mnist", root=tmp_path)) and "bf16 autocast, channels_last" in \

@@ -373,10 +373,10 @@ plt.show()
 # %% [markdown]
 # Now train one yourself: the same recipe, with a live view of the loss and of samples from the EMA weights,
 # redrawn every few steps by a callback, `every(k, fn)`. On a GPU this trains the `mnist` preset (MNIST at 28×28,
-# the `mnist28` U-Net, 4000 steps of 256 images, in mixed precision; set `DATASET` to `"fashion_mnist"` or
+# the `mnist28` U-Net, 3200 steps of 256 images, in mixed precision; set `DATASET` to `"fashion_mnist"` or
 # `"cifar10"` for the others) once the data is downloaded; on a CPU, or offline, the 8×8 digits. The first line it
 # prints says which path it took. **This is the cell that takes time**: a few minutes on a laptop CPU; on a Colab
-# T4 the GPU path takes an estimated 4 to 7 minutes for MNIST and up to 9 for CIFAR-10 (the estimate and how it was
+# T4 the GPU path takes an estimated 3 to 8 minutes for MNIST and up to 9 for CIFAR-10 (the estimate and how it was
 # made are in the repository's docs/gpu.md). Interrupt it whenever you like: the trainer stops cleanly.
 
 # %% slideshow={"slide_type": "slide"}

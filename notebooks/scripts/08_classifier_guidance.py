@@ -229,8 +229,8 @@ plt.show()
 # %% [markdown] slideshow={"slide_type": "slide"}
 # Training one yourself goes through the same `Trainer` as the denoiser, with the `digits_classifier` preset (the
 # objective is the cross-entropy of noisy images). **This cell takes time** in the full run on a CPU: 400 steps (the
-# shipped classifier had 2000). On a GPU it runs all 2000, in well under a minute (at most half a minute on a Colab
-# T4 by the estimate in the repository's docs/gpu.md).
+# shipped classifier had 2000). On a GPU it runs all 2000, in well under a minute (an estimated 15 to 30 seconds on
+# a Colab T4: the repository's docs/gpu.md).
 
 # %%
 clf_steps = pick(2000 if device.type == "cuda" else 400, 15)  # on a GPU: the shipped classifier's 2000 steps
