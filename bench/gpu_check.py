@@ -1,7 +1,7 @@
 """The device check: one command for a session that is lent a GPU, one report (JSON and markdown) for docs/gpu.md.
 
     python bench/gpu_check.py --prepare        # here, with the package registry: diffusers' wheel into build/gpu-wheels
-    python3 bench/gpu_check.py --out DIR       # on the GPU machine (no network there): about 5 minutes on an H200
+    python3 bench/gpu_check.py --out DIR       # on the GPU (no network there): 5-7 minutes on an H200, estimated
     python bench/gpu_check.py --dry-run        # on a CPU: every part on tiny settings, and the estimate table
 
 On the device, with ``build/gpu-wheels`` carried along (diffusers is not installed there, and nothing can be
@@ -522,9 +522,12 @@ def main(argv=None) -> int:
                         help="fetch diffusers for the device (build/gpu-wheels) and for here (build/gpu-deps)")
     parser.add_argument("--presets", nargs="+", default=list(CHECKED), choices=list(CHECKED))
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 100; dry run 2)")
+    parser.add_argument("--gap-steps", type=int, default=None,
+                        help="steps of each precision's run for the loss gap (default 200; dry run 3)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the CUDA-marked tests")
     parser.add_argument("--no-compile", action="store_true", help="do not measure torch.compile")
-    parser.add_argument("--budget", type=float, default=420, help="seconds after which optional parts are skipped")
+    parser.add_argument("--budget", type=float, default=360,
+                        help="seconds after which torch.compile is skipped and the loss-gap runs are shortened")
     args = parser.parse_args(argv)
     if args.prepare:
         return prepare()
@@ -534,11 +537,12 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA GPU here; run it on the device, or with --dry-run on a CPU", file=sys.stderr)
         return 2
     if args.dry_run:
-        settings = {"steps": args.steps or 2, "warmup": 1, "gap_steps": 3, "batch": 8, "sample_batch": 4,
-                    "sample_steps": 3, "compile": False}
+        settings = {"steps": args.steps or 2, "warmup": 1, "gap_steps": args.gap_steps or 3, "batch": 8,
+                    "sample_batch": 4, "sample_steps": 3, "compile": False}
     else:
         torch.backends.cudnn.benchmark = True
-        settings = {"steps": args.steps or 100, "warmup": 20, "gap_steps": 300, "batch": None, "sample_batch": 256,
+        settings = {"steps": args.steps or 100, "warmup": 20, "gap_steps": args.gap_steps or 200, "batch": None,
+                    "sample_batch": 256,
                     "sample_steps": SAMPLE_STEPS, "compile": not args.no_compile}
 
     def log(message: str) -> None:

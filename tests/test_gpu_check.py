@@ -132,7 +132,7 @@ def test_the_device_command_runs_the_cuda_tests_without_the_projects_plugins():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.py runs it on one)")
 def test_cuda_check_runs_shortened(tmp_path):
-    assert gpu_check.main(["--skip-tests", "--no-compile", "--steps", "5", "--presets", "digits",
+    assert gpu_check.main(["--skip-tests", "--no-compile", "--steps", "5", "--gap-steps", "20", "--presets", "digits",
                            "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     check = report["checks"]["digits"]
