@@ -30,9 +30,23 @@ Where the style applies:
   its natural width with ``max-width: 100%``;
 - :func:`check` lists what breaks the rule in a figure (text too small at the width it is shown, text cut off at
   the figure's edge, texts on top of each other); tests/test_figure_style.py runs it on every figure function.
+
+Slides (tools/make_figures.py, the deck) use the same figure functions and the same point sizes, drawn at a higher
+resolution: the slide style changes only the dpi, so a deck figure is the notebook's figure, larger.
+
+=====================  ======  ============================================================================
+``SLIDE_DPI``          115     12 pt = 12 * 115 / 72 = 19.17 px in the PNG
+``SLIDE_SCALE``        0.96    reveal.js shows its 1280x720 slide at 0.96 in a 1280x720 window (margin 0.04)
+``SLIDE_MIN_TEXT_PX``  18      the smallest text on a slide at 1280x720: 12 pt shows at 19.17 * 0.96 = 18.4 px
+``SLIDE_WIDTH_IN``     10.0    1150 px: a deck figure fits the 1280 px slide at natural size (never scaled)
+=====================  ======  ============================================================================
+
+:func:`slide` is the rcParams context the deck's figures are drawn in; :func:`slide_text_px` the size a font
+shows at on the slide.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -42,7 +56,9 @@ import matplotlib
 import numpy as np
 
 __all__ = ["DPI", "WIDTH_IN", "MIN_TEXT_PX", "MIN_FONT_PT", "FONT_PT", "TITLE_PT", "SUPTITLE_PT", "NARROWEST_PX",
-           "RC", "apply", "DrawnText", "render_png", "png_info", "drawn_texts", "smallest_text_px", "check"]
+           "SLIDE_DPI", "SLIDE_SCALE", "SLIDE_MIN_TEXT_PX", "SLIDE_WIDTH_IN",
+           "RC", "apply", "slide", "slide_text_px", "DrawnText", "render_png", "png_info", "drawn_texts",
+           "smallest_text_px", "check"]
 
 DPI = 96
 WIDTH_IN = 8.0
@@ -52,6 +68,10 @@ FONT_PT = 12  # tick labels, axis labels, legends, annotations
 TITLE_PT = 13  # axes titles
 SUPTITLE_PT = 14  # figure titles
 NARROWEST_PX = 592
+SLIDE_DPI = 115  # deck figures (tools/make_figures.py): the notebook's sizes in points; 12 pt = 19.17 px
+SLIDE_SCALE = 0.96  # reveal.js's scale of a 1280x720 slide in a 1280x720 window (margin 0.04)
+SLIDE_MIN_TEXT_PX = 18
+SLIDE_WIDTH_IN = 10.0
 
 RC = {
     "figure.dpi": DPI, "savefig.dpi": "figure",
@@ -68,6 +88,19 @@ PNG_KEY = "ddpm-lite"  # the PNG text chunk render_png writes
 def apply() -> None:
     """Set matplotlib's rcParams to the course style (``RC``). Idempotent."""
     matplotlib.rcParams.update(RC)
+
+
+@contextlib.contextmanager
+def slide():
+    """rcParams for a deck figure: the course style (``RC``) at ``SLIDE_DPI``; restored on exit."""
+    with matplotlib.rc_context({**RC, "figure.dpi": SLIDE_DPI}):
+        yield
+
+
+def slide_text_px(size_pt: float, dpi: float = SLIDE_DPI, ratio: float = SLIDE_SCALE) -> float:
+    """How many CSS px a font of ``size_pt`` in a PNG drawn at ``dpi`` shows at when the image is displayed at
+    ``ratio`` times its natural width (``SLIDE_SCALE``: natural size on a reveal.js slide at 1280x720)."""
+    return size_pt * dpi / 72 * ratio
 
 
 @dataclass(frozen=True)
