@@ -5,10 +5,17 @@
     python tools/build_deck.py --pdf-only       # re-export the PDF of an existing build
 
 The deck is reveal.js markdown: ``---`` between sections, ``--`` between the slides of a section, ``Note:`` starts
-the speaker notes, ``$...$`` / ``$$...$$`` is LaTeX. The HTML inlines everything it needs (reveal.js with its
-markdown and notes plugins, KaTeX with its woff2 fonts, every image as a data URI), so it works from file:// with no
-network. reveal.js and KaTeX come from the npm registry at build time: when node_modules/ lacks the versions that
-package-lock.json pins, the build runs ``npm ci`` (node_modules/ is git-ignored, nothing is vendored).
+the speaker notes, ``$...$`` / ``$$...$$`` is LaTeX. Two shorthands name the notebooks, whose URLs come from
+``ddpm_lite.runtime.REPO_URL`` (the one place the repository's address is written):
+
+- a line ``▶ 05 §5 · ScheduleExplorer`` (notebook number, then where in it) says where a slide's idea lives and
+  becomes ``<p class="nb">`` with that text, the notebook's link on GitHub and an "Open in Colab" badge;
+- a link target ``colab:05_cosine_schedule`` or ``github:05_cosine_schedule`` becomes that notebook's URL.
+
+The HTML inlines everything it needs (reveal.js with its markdown and notes plugins, KaTeX with its woff2 fonts,
+every image as a data URI), so it works from file:// with no network. reveal.js and KaTeX come from the npm
+registry at build time: when node_modules/ lacks the versions that package-lock.json pins, the build runs ``npm ci``
+(node_modules/ is git-ignored, nothing is vendored).
 
 The PDF is Chromium printing the deck's ``?print-pdf`` view, one page per slide: through Playwright for Python when
 it is installed, else ``chromium --headless --print-to-pdf``. Debian's /usr/bin/chromium is used (never a browser
@@ -31,6 +38,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+from ddpm_lite.runtime import REPO_URL  # noqa: E402
+
+NOTEBOOKS = ROOT / "notebooks"
 NODE_MODULES = ROOT / "node_modules"
 DECK = ROOT / "slides" / "deck.md"
 DIST = ROOT / "slides" / "dist"
@@ -40,16 +52,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 NPM_PACKAGES = ("reveal.js", "katex")
 
 # Our additions to reveal's "white" theme: two columns, notebook links with a Colab-style badge, smaller type for
-# dense slides, and KaTeX inside <code> (see protect_math) looking like ordinary math.
+# dense slides, and KaTeX inside <code> (see protect_math) looking like ordinary math. No text under 0.625em
+# (18.75 px of the 1280x720 slide, 18 px on a 1280x720 screen, where reveal.js scales the slide by 0.96). Images
+# show at their natural size (make_figures draws them to fit: never scaled up, never shrunk). The navigation
+# arrows take the bottom right corner: the slide number goes top right, and the notebook lines keep 100 px clear
+# of both sides.
 DECK_CSS = """
 .reveal { font-size: 30px; }
 .reveal h1, .reveal h2, .reveal h3 { text-transform: none; }
 .reveal h1 { font-size: 2.1em; }
-.reveal h2 { font-size: 1.45em; margin-bottom: 0.45em; }
+.reveal h2 { font-size: 1.4em; margin-bottom: 0.3em; }
 .reveal h3 { font-size: 1.1em; }
 .reveal p, .reveal li { line-height: 1.3; }
+.reveal p { margin: 0.45em 0; }
 .reveal ul, .reveal ol { display: block; margin-left: 1.2em; }
-.reveal .slides section img { margin: 0.2em auto; border: 0; box-shadow: none; max-width: 100%; }
+.reveal .slides section img { display: block; margin: 0 auto; border: 0; box-shadow: none; max-width: 100%; }
+.reveal .slides section p:has(> img) { margin: 0.1em 0; }
+.reveal .slide-number { top: 8px; right: 8px; bottom: auto; left: auto; }
 .reveal code { font-size: 0.85em; }
 .reveal code:has(> .katex), .reveal code:has(> .katex-display) {
   font-family: inherit; font-size: 1em; background: none; }
@@ -61,10 +80,13 @@ DECK_CSS = """
 .reveal .algo {
   border: 2px solid #888; border-radius: 6px; padding: 0.2em 0.6em; font-size: 0.85em; text-align: left; }
 .reveal .algo ol { list-style: none; margin-left: 0.2em; }
-.reveal .small { font-size: 0.6em; color: #666; }
-.reveal table { font-size: 0.62em; }
-.reveal p.nb { font-size: 0.55em; margin-top: 0.6em; }
-.reveal p.nb a:first-child { font-family: monospace; }
+.reveal .small { font-size: 0.65em; color: #555; }
+.reveal table { font-size: 0.65em; }
+.reveal p.nb { font-size: 0.65em; margin: 0.3em auto 0; line-height: 1.45; max-width: calc(100% - 200px); }
+.reveal p.nb .links { white-space: nowrap; }
+.reveal p.nb .live { font-weight: 600; color: #1a5e20; margin-right: 0.2em; }
+.reveal .small code { font-size: 1em; }
+.reveal p.nb a.path { font-family: monospace; }
 .reveal a.colab {
   display: inline-block; margin-left: 0.6em; border-radius: 4px; overflow: hidden; vertical-align: middle;
   background: #f9ab00; color: #222; font-family: sans-serif; font-weight: 600; padding: 0.05em 0.45em 0.05em 0; }
@@ -101,6 +123,62 @@ def ensure_node_modules() -> None:
     print(f"npm ci: {time.perf_counter() - t0:.1f} s")
     if installed_versions() != locked_versions():
         raise SystemExit(f"build_deck: npm ci left {installed_versions()}, package-lock.json pins {locked_versions()}")
+
+
+# ----------------------------------------------------------------------------------------- notebook links
+def notebook_name(ref: str) -> str:
+    """The notebook a reference names: ``"05"`` or ``"05_cosine_schedule"`` -> ``"05_cosine_schedule"``."""
+    found = sorted(p.stem for p in NOTEBOOKS.glob(f"{ref[:2]}_*.ipynb"))
+    if not found or (len(ref) > 2 and ref not in found):
+        raise SystemExit(f"build_deck: no notebook {ref!r} in notebooks/ (there are: "
+                         f"{', '.join(sorted(p.stem for p in NOTEBOOKS.glob('[0-9][0-9]_*.ipynb')))})")
+    return ref if len(ref) > 2 else found[0]
+
+
+def github_url(name: str) -> str:
+    """The notebook on GitHub (from ``REPO_URL``)."""
+    return f"{REPO_URL}/blob/main/notebooks/{name}.ipynb"
+
+
+def colab_url(name: str) -> str:
+    """The notebook opened in Colab straight from GitHub (from ``REPO_URL``)."""
+    return REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/") + \
+        f"/blob/main/notebooks/{name}.ipynb"
+
+
+LIVE_LINE = re.compile(r"^▶ (\d\d)\b(.*)$")
+
+
+def live_links(md: str) -> str:
+    """Turn each run of ``▶ NN where`` lines into one ``<p class="nb">``: the text, the notebook's GitHub link (its
+    path as text) and a Colab badge; and ``colab:NAME`` / ``github:NAME`` link targets into URLs."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            items = []
+            for number, where in run:
+                name = notebook_name(number)
+                path = f'<a class="path" href="{github_url(name)}">notebooks/{name}.ipynb</a>'
+                badge = f'<a class="colab" href="{colab_url(name)}"><span>Open in</span> Colab</a>'
+                items.append(f'<span class="live">▶ {html.escape(number + where.rstrip())}</span> '
+                             f'<span class="links">{path} {badge}</span>')
+            out.append('<p class="nb">' + "<br>".join(items) + "</p>")
+            run.clear()
+
+    for line in md.splitlines():
+        m = LIVE_LINE.match(line)
+        if m:
+            if "$" in line:
+                raise SystemExit(f"build_deck: no math in a ▶ line (it becomes raw HTML): {line!r}")
+            run.append(m.groups())
+            continue
+        flush()
+        out.append(line)
+    flush()
+    md = "\n".join(out) + ("\n" if md.endswith("\n") else "")
+    md = re.sub(r"\]\(colab:([\w]+)\)", lambda m: f"]({colab_url(notebook_name(m.group(1)))})", md)
+    return re.sub(r"\]\(github:([\w]+)\)", lambda m: f"]({github_url(notebook_name(m.group(1)))})", md)
 
 
 # ----------------------------------------------------------------------------------------- markdown
@@ -158,7 +236,7 @@ def katex_css() -> str:
 
 # ----------------------------------------------------------------------------------------- HTML
 def build_html(src: Path, out: Path, theme: str = "white") -> Path:
-    md = protect_math(inline_images(src.read_text(encoding="utf-8"), src.parent))
+    md = protect_math(live_links(inline_images(src.read_text(encoding="utf-8"), src.parent)))
     md = md.replace("</textarea>", "&lt;/textarea&gt;")
     rv = NODE_MODULES / "reveal.js" / "dist"
     script = lambda path: path.read_text(encoding="utf-8").replace("</script>", "<\\/script>")  # noqa: E731
