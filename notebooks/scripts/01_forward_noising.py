@@ -81,7 +81,8 @@ plt.show()
 # %% [markdown] slideshow={"slide_type": "slide"}
 # The next notebooks take it apart: the noise (this notebook), the steps back (02), the loss that trains the
 # network (03), its variance (04), its schedule (05) and the network itself (07).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where diffusion models sit
 #
 # Every generative model turns simple random numbers $z$ into data $x$. The families differ in what they learn
@@ -242,6 +243,7 @@ before = explorer.image.value
 explorer.t.value = 600
 assert explorer.image.value != before and "t = 600" in explorer.titles[0]
 print(explorer.titles[0])
+explorer.t.value = 250  # back to the view shown above (and on the slide)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember

@@ -148,6 +148,7 @@ before = explorer.image.value
 explorer.image_choice.value = "photo 16x16"
 explorer.t.value = 750
 assert explorer.image.value != before and explorer.titles[0] == "ᾱₜ, t = 750"
+explorer.image_choice.value, explorer.t.value = "photo 32x32", 600  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. How many steps: $T = 1000$ or $4000$?

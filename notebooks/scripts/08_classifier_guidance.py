@@ -328,6 +328,7 @@ assert m[scales[-1]]["accuracy"] > m[0.0]["accuracy"] + 0.3  # guidance makes th
 before = explorer.image.value
 explorer.scale.value = scales[-1]
 assert explorer.image.value != before
+explorer.scale.value = scales[-2]  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # Read the curves: at $s = 0$ the labels are ignored (accuracy ≈ 0.1, chance) and recall is high; with guidance,

@@ -378,6 +378,7 @@ explorer.steps.value = step_counts[0]
 explorer.sampler.value = "ancestral"
 assert explorer.image.value != before and explorer.point is sweep.get("ancestral", step_counts[0])
 print(explorer.titles[0])
+explorer.sampler.value, explorer.steps.value = "DDIM η=0", step_counts[1]  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6. Likelihood in bits/dim

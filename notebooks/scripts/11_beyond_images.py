@@ -151,6 +151,7 @@ before = explorer.image.value
 explorer.t.value = 150
 assert explorer.image.value != before and explorer.titles[-1].startswith("SNR(150)")
 print(explorer.titles[0])
+explorer.t.value = t_zero  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. A network for 1-D signals: DiffWave's dilated convolutions
@@ -227,7 +228,8 @@ display(Audio(sound.sequence(samples.clamp(-1, 1), SAMPLE_RATE), rate=SAMPLE_RAT
 # **Try it.** Train on continuous frequencies instead (drop `frequencies=notes` from the data): with the same
 # budget the model learns the *band* of the tones (in our runs the spectrogram filled between 150 and 1200 Hz)
 # before it learns that each sound is a few pure lines, a harder distribution. Or respace the sampler (`steps=20`, notebook 10).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7. Real audio
 #
 # DiffWave's networks are the same design, larger: 30 residual layers of 64 channels, dilations cycling up to 512,
@@ -235,7 +237,8 @@ display(Audio(sound.sequence(samples.clamp(-1, 1), SAMPLE_RATE), rate=SAMPLE_RAT
 # every layer, like our timestep), and turns the spectrograms of a text-to-speech model into speech; unconditional,
 # it generates spoken digits from noise. WaveGrad (Chen et al. 2021) is a vocoder of the same kind with another
 # network. The diffusion, the loss and the samplers are the ones of this course.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What to remember
 #
 # - A diffusion model is defined on tensors, not images: `q_sample`, the losses and the samplers work on

@@ -371,6 +371,7 @@ explorer.step.value = T
 assert explorer.image.value != before and "after 1000 of 1000 reverse steps" in explorer.titles[1]
 explorer.dataset.value = "8 gaussians: the exact denoiser"
 print(explorer.titles)
+explorer.dataset.value, explorer.step.value = "swiss roll: your trained MLP", 900  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 7. The score view

@@ -243,6 +243,7 @@ explorer.v.value = 0.0
 assert explorer.image.value != before and f"Σ(v = 0.00) = {diffusion.posterior_variance[5]:.3g}" in explorer.titles[0]
 explorer.t.value = 1
 print(explorer.titles[0])
+explorer.v.value, explorer.t.value = 0.5, 5  # back to the view shown above
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ### Why the learned $v(t)$ is flat
