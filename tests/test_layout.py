@@ -66,3 +66,19 @@ def test_generate_lives_in_sampling_and_train_still_has_it():
     from ddpm_lite import sampling, train
 
     assert train.generate is sampling.generate
+
+
+def test_the_readme_lists_every_public_module():
+    """README's module table names every public module of the package (a new module must be described there):
+    as ``ddpm_lite.x.y`` or, in its subpackage's row, as ``x.y``."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    named = set(re.findall(r"`((?:ddpm_lite\.)?\w+(?:\.\w+)*)`", readme))
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if any(p.startswith("_") for p in parts[1:]):
+            continue  # __init__, __main__ and private modules
+        full, short = ".".join(parts), ".".join(parts[1:])
+        if full not in named and not (len(parts) > 2 and short in named):
+            missing.append(full)
+    assert not missing, f"README's module table does not list {missing}"
