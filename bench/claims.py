@@ -90,6 +90,7 @@ class Profile:
     variance_long_seeds: tuple[int, ...] = (0,)
     variance_fit_images: int = 256  # test digits of the v(t) / v*(t) fit
     variance_paper_chains: tuple[int, ...] = (1000,)  # T where the paper's hybrid loss is trained and sampled too
+    variance_long_chains: tuple[int, ...] = (1000,)  # T where the long step counts are sampled
 
 
 PROFILES = {
@@ -103,6 +104,12 @@ PROFILES = {
                     variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=1000,
                     variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100), variance_long_steps=(250, 1000),
                     variance_long_seeds=(0,)),
+    # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
+    "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
+                   guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
+                   variance_samples=10000, variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100, 250, 1000),
+                   variance_long_steps=(4000,), variance_long_seeds=(0,), variance_fit_images=1000,
+                   variance_paper_chains=(4000,), variance_long_chains=(4000,)),
     # seconds: only checks that the script runs end to end (the tests use it)
     "smoke": Profile(steps=2, seeds=(0,), bpd_images=2, fid_samples=12, fid_steps=(2, 3), guidance_scales=(0, 2),
                      guidance_steps=2, variance_chains=(1000,), variance_train_steps=2, variance_samples=12,
@@ -283,7 +290,8 @@ def v_preconditioned(diffusion):
     return cls(diffusion.betas, diffusion.mean_type, diffusion.var_type, diffusion.loss_type)
 
 
-def _variance_config(kind: str, T: int, profile: Profile):
+def _variance_config(kind: str, T: int, profile: Profile, data: str = "digits"):
+    """The ``digits`` preset (on ``data``, with the U-Net sized for it) with chain length T, for model ``kind``."""
     from ddpm_lite.configs import ExperimentConfig
 
     changes = {"diffusion.num_timesteps": T, "save_every": profile.variance_train_steps}
@@ -291,21 +299,25 @@ def _variance_config(kind: str, T: int, profile: Profile):
         changes["diffusion.loss_type"] = "rescaled_mse"  # lambda = 0.001 on L_vlb = T L_t, as the paper
     if kind == "simple":
         changes["diffusion.var_type"] = "fixed_small"
-    return ExperimentConfig.preset("digits", seed=0).override(changes)
+    from ddpm_lite.configs import preset_names
+
+    base = ExperimentConfig.preset(data if data in preset_names() else "digits", seed=0)  # mnist: its GPU preset
+    return base.with_data(data).override(changes)
 
 
 def _model_path(work: Path, kind: str, T: int) -> Path:
     return work / f"{kind}-T{T}.pt"
 
 
-def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse: bool = False) -> dict:
+def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse: bool = False, data: str = "digits",
+                         device: str = "cpu") -> dict:
     """Train one claim-2 model (``hybrid-v``, ``hybrid`` or ``simple``) with chain length T; save its EMA weights
     and a record (config, training minutes, the variance fit logged four times during training, for the hybrid
     ones) to ``work``. ``reuse``: return the record of a model already there with the same config instead."""
     from ddpm_lite.train import Trainer
 
     record_path = _model_path(work, kind, T).with_suffix(".json")
-    config = _variance_config(kind, T, profile)
+    config = _variance_config(kind, T, profile, data)
     if reuse and record_path.exists() and _model_path(work, kind, T).exists():
         record = json.loads(record_path.read_text())
         if record.get("config") == config.to_dict():
@@ -315,8 +327,8 @@ def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse:
     start = time.perf_counter()
     if kind == "hybrid" and _is_shipped(config, profile.variance_train_steps):
         return _copy_shipped(config, T, work)
-    fits = _fit_logger(kind, profile)
-    trainer = Trainer.from_config(config, device="cpu", progress=False, callbacks=[fits] if fits else [])
+    fits = _fit_logger(kind, profile, data)
+    trainer = Trainer.from_config(config, device=device, progress=False, callbacks=[fits] if fits else [])
     if kind == "hybrid-v":
         trainer.diffusion = trainer.objective.diffusion = v_preconditioned(trainer.diffusion)
     trainer.train(profile.variance_train_steps)
@@ -346,7 +358,7 @@ def _copy_shipped(config, T: int, work: Path) -> dict:
     return record
 
 
-def _fit_logger(kind: str, profile: Profile):
+def _fit_logger(kind: str, profile: Profile, data: str = "digits"):
     """The Trainer callback that logs the variance fit four times during training (None for L_simple)."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics.variance import log_variance_fit
@@ -354,7 +366,7 @@ def _fit_logger(kind: str, profile: Profile):
 
     if kind == "simple":
         return None
-    fits = log_variance_fit(load_dataset("digits", "test").images[:profile.variance_fit_images], verbose=False)
+    fits = log_variance_fit(load_dataset(data, "test").images[:profile.variance_fit_images], verbose=False)
     callback = every(max(1, profile.variance_train_steps // 4), fits)
     callback.fits = fits.fits
     return callback
@@ -371,7 +383,7 @@ def _save_variance_model(trainer, kind: str, T: int, config, work: Path, fits, m
     return record
 
 
-def load_variance_model(work: Path, kind: str, T: int):
+def load_variance_model(work: Path, kind: str, T: int, device: str = "cpu"):
     """(EMA model in eval mode, its plain diffusion) of a claim-2 model saved by :func:`train_variance_model`."""
     from ddpm_lite.configs import ExperimentConfig
 
@@ -379,95 +391,97 @@ def load_variance_model(work: Path, kind: str, T: int):
     config = ExperimentConfig.from_dict(state["config"])
     model = config.build_model()
     model.load_state_dict(state["ema"])
-    return model.eval(), config.build_diffusion()
+    return model.eval().to(device), config.build_diffusion()
 
 
 def _fit_path(work: Path, kind: str, T: int) -> Path:
     return work / f"fit-{kind}-T{T}.json"
 
 
-def variance_sampler(variant: str, T: int, work: Path):
+def variance_sampler(variant: str, T: int, work: Path, device: str = "cpu"):
     """(model, diffusion, generate() keyword arguments) of one claim-2 variant."""
     from ddpm_lite.course.learned_variance import MeanOnly, with_variance
     from ddpm_lite.metrics.variance import FixedV, VarianceFit
 
     if variant in ("simple-small", "simple-large"):
-        model, diffusion = load_variance_model(work, "simple", T)
+        model, diffusion = load_variance_model(work, "simple", T, device)
         var = "fixed_small" if variant == "simple-small" else "fixed_large"
         return model, with_variance(diffusion, var), {}
-    model, diffusion = load_variance_model(work, "hybrid" if variant == "learned-paper" else "hybrid-v", T)
+    model, diffusion = load_variance_model(work, "hybrid" if variant == "learned-paper" else "hybrid-v", T, device)
     if variant in ("learned", "learned-paper"):
         return model, diffusion, {}
     if variant == "ddim":
         return model, diffusion, {"ddim": True, "eta": 0.0}
     if variant == "oracle":
         fit = VarianceFit.from_dict(json.loads(_fit_path(work, "hybrid-v", T).read_text()))
-        return FixedV(model, fit.v_star_every_step()), diffusion, {}
+        return FixedV(model, fit.v_star_every_step()).to(device), diffusion, {}
     var = "fixed_small" if variant == "same-small" else "fixed_large"
     return MeanOnly(model), with_variance(diffusion, var), {}
 
 
-def _test_features(net):
+def _test_features(net, data: str = "digits"):
+    """Features of the held-out test images of ``data`` (the digits: 360; MNIST: 10,000)."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics import extract_features
 
-    return extract_features(load_dataset("digits", "test").images, net)
+    return extract_features(load_dataset(data, "test").images, net)
 
 
 def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]], ...], profile: Profile,
-                   work: Path) -> dict:
+                   work: Path, data: str = "digits", device: str = "cpu") -> dict:
     """FID of ``variance_samples`` samples of one variant for each (seed, step counts) of ``plan``: the noise of
-    ``seed`` (x_T, then the noise of every step), the same for every variant."""
+    ``seed`` (x_T, then the noise of every step, drawn on the CPU), the same for every variant."""
+    from ddpm_lite.configs import DATA_SHAPES
     from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
     from ddpm_lite.sampling import generate
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    net = load_digits_feature_net(device="cpu")
-    reference = _test_features(net)
-    model, diffusion, kwargs = variance_sampler(variant, T, work)
+    net = load_digits_feature_net(device=device)
+    reference = _test_features(net, data)
+    model, diffusion, kwargs = variance_sampler(variant, T, work, device)
     fids: dict = {}
     for seed, steps in plan:
         for k in steps:
-            samples = generate(model, diffusion, (profile.variance_samples, 1, 8, 8), steps=min(k, T),
-                               generator=torch.Generator().manual_seed(seed), device="cpu", **kwargs)
+            samples = generate(model, diffusion, (profile.variance_samples, *DATA_SHAPES[data]), steps=min(k, T),
+                               generator=torch.Generator().manual_seed(seed), device=device, **kwargs)
             fids.setdefault(seed, {})[k] = fid_from_features(extract_features(samples, net), reference)
     minutes = (time.perf_counter() - start) / 60
     print(f"  claim 2: T = {T}, {variant}: {minutes:.1f} min", flush=True)
     return {"name": "variance-sample", "T": T, "variant": variant, "fid": fids, "minutes": minutes}
 
 
-def variance_floor(profile: Profile) -> list[float]:
-    """FID of ``variance_samples`` real training digits (one random draw per seed) against the test digits."""
+def variance_floor(profile: Profile, data: str = "digits") -> list[float]:
+    """FID of ``variance_samples`` real training images (one random draw per seed) against the test images."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
 
     net = load_digits_feature_net(device="cpu")
-    reference = _test_features(net)
-    train = load_dataset("digits", "train").images
+    reference = _test_features(net, data)
+    train = load_dataset(data, "train").images
     n = min(profile.variance_samples, len(train))
     return [fid_from_features(extract_features(train[torch.randperm(len(train), generator=torch.Generator()
                                                                     .manual_seed(seed))[:n]], net), reference)
             for seed in profile.variance_seeds]
 
 
-def fit_variance_models(profile: Profile, work: Path) -> dict:
-    """The variance fit of each trained hybrid model on the test digits (saved for the oracle), as dicts."""
+def fit_variance_models(profile: Profile, work: Path, data: str = "digits", device: str = "cpu") -> dict:
+    """The variance fit of each trained hybrid model on the test images (saved for the oracle), as dicts."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics.variance import variance_fit
 
-    images = load_dataset("digits", "test").images[:profile.variance_fit_images]
+    images = load_dataset(data, "test").images[:profile.variance_fit_images]
     fits = {}
     for T in profile.variance_chains:
         for kind in (k for k in variance_models(profile, T) if k != "simple"):
-            model, diffusion = load_variance_model(work, kind, T)
+            model, diffusion = load_variance_model(work, kind, T, device)
             fit = variance_fit(model, diffusion, images).to_dict()
             _fit_path(work, kind, T).write_text(json.dumps(fit))
             fits[f"{kind}-T{T}"] = fit
     return fits
 
 
-def variance_sampling_jobs(profile: Profile, work: Path) -> list[tuple]:
+def variance_sampling_jobs(profile: Profile, work: Path, data: str = "digits", device: str = "cpu") -> list[tuple]:
     """One job per (T, variant), every seed; the long step counts where they apply. Longest first, so that the
     two workers finish together."""
     jobs = []
@@ -476,10 +490,11 @@ def variance_sampling_jobs(profile: Profile, work: Path) -> list[tuple]:
             plan = []
             for seed in profile.variance_seeds:
                 steps = tuple(profile.variance_steps)
-                if T == 1000 and variant in LONG_VARIANTS and seed in profile.variance_long_seeds:
+                if T in profile.variance_long_chains and variant in LONG_VARIANTS and \
+                        seed in profile.variance_long_seeds:
                     steps += tuple(profile.variance_long_steps)
                 plan.append((seed, steps))
-            jobs.append(("vsample", T, variant, tuple(plan), profile, work))
+            jobs.append(("vsample", T, variant, tuple(plan), profile, work, data, device))
     return sorted(jobs, key=lambda job: -sum(sum(steps) for _, steps in job[3]))
 
 
@@ -626,14 +641,16 @@ def _fit_summary(fit: dict) -> str:
 
 def variance_report(variance: dict, profile: Profile) -> list[str]:
     """The markdown of claim 2: the fits, the floor, then per T the FIDs and the paired differences."""
-    floor = variance["floor"]
+    floor, data = variance["floor"], variance.get("data", "digits")
+    what = "the `digits` preset" if data == "digits" else f"the `digits` recipe on `{data}` (its preset's U-Net)"
     lines = ["### 2. Learned vs fixed variance against sampling steps (Improved DDPM section 4, Figure 8)", "",
-             f"Models: the `digits` preset, seed 0, {profile.variance_train_steps} training steps each. FID of "
-             f"{profile.variance_samples} samples per seed against the 360 test digits; every variant starts from "
-             f"the same noise at a given seed. **Floor** ({profile.variance_samples} training digits against the "
-             f"test digits, one draw per seed): **FID {mean_sd(floor)}**.", "",
-             "Is v trained? (the variance fit after training, 40 log-spaced t, "
-             f"{profile.variance_fit_images} test digits; RMS over t of the gap between the model's mean v and v*)",
+             f"Models: {what}, seed 0, {profile.variance_train_steps} training steps each. FID of "
+             f"{profile.variance_samples} samples per seed against the held-out test images, in the digits feature "
+             f"space; every variant starts from the same noise at a given seed. **Floor** "
+             f"({profile.variance_samples} training images against the test images, one draw per seed): "
+             f"**FID {mean_sd(floor)}**.", "",
+             "Is v trained? (the variance fit after training, the default grid of ~45 t dense at both ends, "
+             f"{profile.variance_fit_images} test images; RMS over t of the gap between the model's mean v and v*)",
              "", "| model | T | fit |", "|---|---|---|"]
     for key, fit in variance["fits"].items():
         kind, T = key.rsplit("-T", 1)
@@ -749,9 +766,11 @@ def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> 
 
     chains = profile.variance_chains
     floor = float(np.mean(variance["floor"]))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     with plt.rc_context(style.RC):
-        fig, axes = plt.subplots(1, len(chains), figsize=(min(8.0, 4.2 * len(chains)), 4.6), layout="constrained",
-                                 squeeze=False, sharey=True)
+        fig, axes = plt.subplots(1, len(chains), figsize=(8.0, 6.4), layout="constrained", squeeze=False,
+                                 sharey=True)
         for ax, T in zip(axes[0], chains):
             table = variance_table(variance["samples"], T)
             for variant, label in VARIANTS.items():
@@ -764,10 +783,15 @@ def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> 
                 color, marker, ls = VARIANT_STYLE[variant]
                 ax.errorbar(steps, mean, yerr=sd, color=color, marker=marker, ls=ls, ms=5, capsize=2, lw=1.3,
                             label=label)
-            ax.axhline(floor, color="0.4", ls="-.", lw=1, label="floor (real training digits)")
+            ax.axhline(floor, color="0.4", ls="-.", lw=1, label="floor (real training images)")
             ax.set(xscale="log", yscale="log", xlabel="sampling steps (respaced)", title=f"T = {T}")
+            ax.set_xticks(sorted({k for cells in table.values() for k in cells}))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
             ax.grid(alpha=0.3, which="both")
-        axes[0][0].set_ylabel("FID against the test digits")
+        axes[0][0].set_ylabel("FID against the test set")
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT_PT)
         fig.savefig(out / f"fid_vs_steps-{name}.png")
@@ -820,13 +844,20 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "claims", help="report, JSON and figures")
     parser.add_argument("--work", type=Path, help="claim 2's trained models (default runs/claims-<profile>)")
+    parser.add_argument("--data", default="digits",
+                        help="claim 2 only: the dataset (digits; digits16 or digits28, the digits upsampled; mnist or "
+                             "fashion_mnist on a GPU, from --root/$DDPM_LITE_DATA), with its preset's U-Net")
+    parser.add_argument("--device", default="cpu", help="claim 2 only: cpu or cuda (then use --workers 1)")
     parser.add_argument("--reuse", action="store_true",
                         help="claim 2: use the models an earlier run left in --work (same config) instead of "
                              "training them again")
     args = parser.parse_args(argv)
     name = args.profile or ("quick" if args.quick else "full")
-    profile, claims = PROFILES[name], args.claims
-    work = args.work or ROOT / "runs" / f"claims-{name}"
+    profile, claims, data, device = PROFILES[name], args.claims, args.data, args.device
+    if (data != "digits" or device != "cpu") and claims != (2,):
+        parser.error("--data and --device apply to claim 2 alone: add --claims 2")
+    tag = name if data == "digits" else f"{name}-{data}"  # in the names of the files written
+    work = args.work or ROOT / "runs" / f"claims-{tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trained = [run for run in RUNS if any(run in CLAIM_RUNS.get(c, ()) for c in claims)]
@@ -840,7 +871,7 @@ def main(argv=None) -> None:
     jobs = [("train", run, seed, profile, (shared[run], work) if seed == 0 and run in shared else None)
             for seed in profile.seeds for run in trained]
     if 2 in claims:
-        jobs += [("vtrain", kind, T, profile, work, args.reuse) for T in profile.variance_chains
+        jobs += [("vtrain", kind, T, profile, work, args.reuse, data, device) for T in profile.variance_chains
                  for kind in variance_models(profile, T) if not (T == 1000 and kind in shared.values())]
     if 4 in claims:
         jobs.append(("guidance", profile))
@@ -855,26 +886,27 @@ def main(argv=None) -> None:
         results = _run(pool, jobs, log)
     variance = None
     if 2 in claims:
-        fits = fit_variance_models(profile, work)
-        sampling = variance_sampling_jobs(profile, work)
+        fits = fit_variance_models(profile, work, data, device)
+        sampling = variance_sampling_jobs(profile, work, data, device)
         print(f"claim 2: {len(sampling)} sampling jobs", flush=True)
         with context.Pool(args.workers) as pool:  # the workers live on (no import per job)
             samples = _run(pool, sampling, log)
         training = [r for r in results if r["name"] == "variance-model"]
         training += [json.loads(_model_path(work, kind, 1000).with_suffix(".json").read_text())
                      for kind in shared.values()]
-        variance = {"fits": fits, "floor": variance_floor(profile), "samples": samples, "training": training}
+        variance = {"fits": fits, "floor": variance_floor(profile, data), "samples": samples, "training": training,
+                    "data": data, "device": device}
         results = [r for r in results if r["name"] != "variance-model"]
     floor = _evaluation_data(profile)[3] if set(claims) & {1, 3, 4, 5} else None
     minutes = (time.perf_counter() - start) / 60
     text = report(results, profile, floor, name, minutes, claims, variance)
     suffix = "" if claims == CLAIMS else "-claims" + "".join(map(str, claims))
-    (args.out / f"results-{name}{suffix}.md").write_text(text + "\n")
+    (args.out / f"results-{tag}{suffix}.md").write_text(text + "\n")
     slim = [_summary(r) for r in results]
-    (args.out / f"results-{name}{suffix}.json").write_text(json.dumps(
+    (args.out / f"results-{tag}{suffix}.json").write_text(json.dumps(
         {"profile": asdict(profile), "claims": list(claims), "floor": floor, "minutes": minutes, "results": slim,
          "variance": variance, "machine": describe()}, indent=1))
-    figures(results, profile, args.out, name, claims, variance)
+    figures(results, profile, args.out, tag, claims, variance)
     print(text)
 
 

@@ -399,7 +399,7 @@ def variance_fit_figure(fits: VarianceFit | Mapping[str, VarianceFit] | Sequence
         ax.axhline(0, color="0.6", lw=0.8)
         ax.axhline(1, color="0.6", lw=0.8)
         ax.set_xlabel("timestep t")
-        ax.set_ylabel("v  (0: β̃_t,  1: β_t)")
+        ax.set_ylabel(r"v   (0: $\tilde\beta_t$,  1: $\beta_t$)")
         ax.set_title(title if title is not None else "learned v(t) against the v*(t) the loss asks for")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="best", fontsize=style.FONT_PT)
