@@ -762,7 +762,8 @@ def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> 
     import matplotlib.pyplot as plt
 
     from ddpm_lite.course import style
-    from ddpm_lite.metrics.variance import VarianceFit, variance_fit_figure
+    from ddpm_lite.course.plotting import variance_fit_figure
+    from ddpm_lite.metrics.variance import VarianceFit
 
     chains = profile.variance_chains
     floor = float(np.mean(variance["floor"]))

@@ -12,13 +12,13 @@ import torch  # noqa: E402
 
 from ddpm_lite import GaussianDiffusion, get_betas  # noqa: E402
 from ddpm_lite.course.analytic import GaussianMixture  # noqa: E402
+from ddpm_lite.course.plotting import variance_fit_figure  # noqa: E402
 from ddpm_lite.metrics.variance import (  # noqa: E402
     VarianceFit,
     default_timesteps,
     kl_optimal_v,
     log_variance_fit,
     variance_fit,
-    variance_fit_figure,
 )
 from ddpm_lite.respace import respace  # noqa: E402
 

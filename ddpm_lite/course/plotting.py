@@ -57,7 +57,7 @@ __all__ = [
     # 03 the loss
     "vb_terms_figure", "vlb_weight", "vlb_weights",
     # 04 learned variance
-    "variance_ratio_figure", "variance_interpolation_figure", "sample_grids_figure",
+    "variance_ratio_figure", "variance_interpolation_figure", "sample_grids_figure", "variance_fit_figure",
     # 05 cosine schedule
     "draw_alpha_bar", "alpha_bar_curves", "latent_grid", "schedule_comparison_figure",
     # 06 importance sampling
@@ -726,6 +726,44 @@ def sample_grids_figure(grids, titles=None, ncol: int | None = None, suptitle: s
         draw_grid(ax, images, ncol=ncol, title=(titles or {}).get(label, label))
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
+
+
+def variance_fit_figure(fits, title: str | None = None, ax=None):
+    """v(t) (solid) and v*(t) (dashed, same colour) against t on a log axis, for one fit or several (a dict
+    label -> fit, or a list of fits logged during training, labelled by their step): the diagnostic of
+    :mod:`ddpm_lite.metrics.variance`. Returns the figure."""
+    from ..metrics.variance import VarianceFit
+
+    if isinstance(fits, VarianceFit):
+        fits = {"": fits}
+    elif not isinstance(fits, Mapping):
+        fits = {(f"step {f.step}" if f.step is not None else f"fit {i + 1}"): f for i, f in enumerate(fits)}
+    if not fits:
+        raise ValueError("no fits to plot")
+    with plt.rc_context(style.RC):
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+        else:
+            fig = ax.figure
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (label, fit) in enumerate(fits.items()):
+            color = colors[i % len(colors)]
+            ok = fit.t > 0
+            prefix = f"{label}: " if label else ""
+            if not np.isnan(fit.v).all():
+                gap = f" (RMS gap {fit.rms_gap:.2f})" if len(fits) <= 4 else ""
+                ax.plot(fit.t[ok], fit.v[ok], "-", color=color, lw=2, label=f"{prefix}learned v{gap}")
+            ax.plot(fit.t[ok], fit.v_star[ok], "--", color=color, lw=1.5, label=f"{prefix}v* (KL-optimal)")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.1)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.axhline(1, color="0.6", lw=0.8)
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel(r"v   (0: $\tilde\beta_t$,  1: $\beta_t$)")
+        ax.set_title(title if title is not None else "learned v(t) against the v*(t) the loss asks for")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="best", fontsize=style.FONT_PT)
     return fig
 
 

@@ -19,8 +19,9 @@ Example::
   numbers of guided-diffusion's ``evaluations/evaluator.py``, in the space of any feature network.
 * :mod:`.likelihood` -- ``bits_per_dim`` over a test set with ``GaussianDiffusion.calc_bpd_loop``.
 * :mod:`.variance` -- ``variance_fit``: is a learned variance trained? The model's v(t) of Improved DDPM eq. 15
-  against ``kl_optimal_v``, the v*(t) its own x_0 errors ask for; ``variance_fit_figure``, ``log_variance_fit``
-  (a Trainer callback) and ``FixedV`` (sample with the oracle v*).
+  against ``kl_optimal_v``, the v*(t) its own x_0 errors ask for; ``log_variance_fit``
+  (a Trainer callback) and ``FixedV`` (sample with the oracle v*); the course's
+  ``ddpm_lite.course.plotting.variance_fit_figure`` draws the fits.
 """
 from .evaluator import EvaluationFeatures, SampleEvaluation, evaluate_samples, evaluation_features
 from .features import (
@@ -52,7 +53,7 @@ from .inception_score import (
 )
 from .likelihood import bits_per_dim
 from .precision_recall import PrecisionRecall, precision_recall
-from .variance import FixedV, VarianceFit, kl_optimal_v, log_variance_fit, variance_fit, variance_fit_figure
+from .variance import FixedV, VarianceFit, kl_optimal_v, log_variance_fit, variance_fit
 
 __all__ = [
     "SPATIAL_CHANNELS",
@@ -88,5 +89,4 @@ __all__ = [
     "reference_statistics",
     "trace_sqrt_product",
     "variance_fit",
-    "variance_fit_figure",
 ]

@@ -52,13 +52,12 @@ the one of Sigma* (``kl_model`` < ``kl_star``). The KL columns say which of the 
 
 >>> fit = variance_fit(model, diffusion, test_images)       # v(t) and v*(t) at ~50 t, dense at both ends
 >>> fit.rms_gap, fit.excess_bpd                             # how far v is from v*, and what that costs
->>> variance_fit_figure(fit)                                # v(t) and v*(t) against t, log x
+>>> ddpm_lite.course.plotting.variance_fit_figure(fit)     # v(t) and v*(t) against t, log x (the course draws it)
 >>> trainer = Trainer.from_config(cfg, callbacks=[every(500, log_variance_fit(test_images))])
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,7 +66,7 @@ from tqdm.auto import tqdm
 
 from ..runtime import model_device
 
-__all__ = ["VarianceFit", "FixedV", "kl_optimal_v", "variance_fit", "variance_fit_figure", "log_variance_fit",
+__all__ = ["VarianceFit", "FixedV", "kl_optimal_v", "variance_fit", "log_variance_fit",
            "default_timesteps", "DELTA_TOL"]
 
 DELTA_TOL = 1e-6  # log(beta_t / beta~_t) below this: beta and beta~ are the same step, v* is undefined (NaN)
@@ -364,46 +363,6 @@ class FixedV(torch.nn.Module):
         c = x.shape[1]
         raw = (2 * self.v.to(out.device)[t.long()] - 1).to(out.dtype).reshape(-1, *[1] * (x.ndim - 1))
         return torch.cat([out[:, :c], raw.expand_as(out[:, c:])], dim=1)
-
-
-def variance_fit_figure(fits: VarianceFit | Mapping[str, VarianceFit] | Sequence[VarianceFit], title: str | None = None,
-                        ax=None):
-    """v(t) (solid) and v*(t) (dashed, same colour) against t on a log axis, for one fit or several (a dict
-    label -> fit, or a list of fits logged during training, labelled by their step). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from ..course import style
-
-    if isinstance(fits, VarianceFit):
-        fits = {"": fits}
-    elif not isinstance(fits, Mapping):
-        fits = {(f"step {f.step}" if f.step is not None else f"fit {i + 1}"): f for i, f in enumerate(fits)}
-    if not fits:
-        raise ValueError("no fits to plot")
-    with plt.rc_context(style.RC):
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
-        else:
-            fig = ax.figure
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, (label, fit) in enumerate(fits.items()):
-            color = colors[i % len(colors)]
-            ok = fit.t > 0
-            prefix = f"{label}: " if label else ""
-            if not np.isnan(fit.v).all():
-                gap = f" (RMS gap {fit.rms_gap:.2f})" if len(fits) <= 4 else ""
-                ax.plot(fit.t[ok], fit.v[ok], "-", color=color, lw=2, label=f"{prefix}learned v{gap}")
-            ax.plot(fit.t[ok], fit.v_star[ok], "--", color=color, lw=1.5, label=f"{prefix}v* (KL-optimal)")
-        ax.set_xscale("log")
-        ax.set_ylim(-0.03, 1.1)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.axhline(1, color="0.6", lw=0.8)
-        ax.set_xlabel("timestep t")
-        ax.set_ylabel(r"v   (0: $\tilde\beta_t$,  1: $\beta_t$)")
-        ax.set_title(title if title is not None else "learned v(t) against the v*(t) the loss asks for")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="best", fontsize=style.FONT_PT)
-    return fig
 
 
 def log_variance_fit(images: torch.Tensor, timesteps=None, *, use_ema: bool = True, clip_denoised: bool = True,
