@@ -75,8 +75,8 @@ SAMPLE_STEPS = 50
 # kernels one by one: ops per step times ~10 us each (11 us per op was measured for eager PyTorch on tiny tensors
 # on the development CPU), 20 us on Colab's slower two-vCPU host for the pessimistic end. At the best end the host
 # runs ahead of the GPU (step = the longer of the two); at the worst end it waits for the GPU within every step
-# (step = their sum), as it does today: GaussianDiffusion._extract makes 18 blocking host-to-device copies per
-# training step (tests/test_device_syncs.py, the xfail), each of which waits for the GPU to drain its queue.
+# (step = their sum), as it did while GaussianDiffusion._extract made 18 blocking host-to-device copies per
+# training step (now one copy per table and device; tests/test_device_syncs.py): a device run says which holds.
 DEVICES = {  # (FLOP/s, host seconds per op, host and GPU overlap)
     "T4": {"best": (9.8e12, 10e-6, True), "worst": (4.9e12, 20e-6, False)},
     "H200": {"best": (60e12, 10e-6, True), "worst": (60e12, 10e-6, False)},

@@ -94,6 +94,15 @@ class GaussianDiffusion:
             else self.betas)
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        # the same tables the methods below index, computed once (each is copied to a device once: _extract)
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
+        self.log_betas = np.log(betas)
+        # fixed_large: beta_t, with beta-tilde_1 at t = 0 for a better decoder log-likelihood (as the reference code)
+        self.large_variance = np.append(self.posterior_variance[1], betas[1:]) if self.num_timesteps > 1 else betas
+        self.large_log_variance = np.log(self.large_variance)
+        self.xprev_coef1 = 1.0 / self.posterior_mean_coef1  # x_0 from x_{t-1} (mean_type "xprev")
+        self.xprev_coef2 = self.posterior_mean_coef2 / self.posterior_mean_coef1
+        self._on_device = {}  # (id of a table, device) -> (the table, its float32 copy on that device)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_timesteps={self.num_timesteps}, mean_type={self.mean_type!r}, "
@@ -123,10 +132,21 @@ class GaussianDiffusion:
             if lo < 0 or hi >= self.num_timesteps:
                 raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values in [{lo}, {hi}]")
 
-    @staticmethod
-    def _extract(arr: np.ndarray, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """arr[t] as float32, shaped to broadcast against x (B, 1, 1, ...)."""
-        out = torch.from_numpy(arr).float().to(t.device)[t.long()]
+    def _extract(self, arr: np.ndarray, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """arr[t] as float32, shaped to broadcast against x (B, 1, 1, ...).
+
+        A table of this diffusion (an attribute: betas, alphas_cumprod, ...) is copied to t's device once and kept
+        there: a copy from host memory to a GPU is a blocking transfer, and there are 10-20 lookups per training or
+        sampling step. Any other array is copied at each call."""
+        key = (id(arr), t.device)
+        cached = self._on_device.get(key)
+        if cached is None or cached[0] is not arr:
+            table = torch.from_numpy(np.asarray(arr)).float().to(t.device)
+            if any(arr is value for value in vars(self).values()):
+                self._on_device[key] = (arr, table)
+        else:
+            table = cached[1]
+        out = table[t.long()]
         return out.reshape(len(t), *([1] * (x.ndim - 1)))
 
     # ---------------------------------------------------------------- forward process q
@@ -135,7 +155,7 @@ class GaussianDiffusion:
         DDPM eq. 4."""
         self._check(x_start, t, "x_start")
         mean = self._extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
-        variance = self._extract(1.0 - self.alphas_cumprod, t, x_start)
+        variance = self._extract(self.one_minus_alphas_cumprod, t, x_start)
         log_variance = self._extract(self.log_one_minus_alphas_cumprod, t, x_start)
         return mean, variance, log_variance
 
@@ -172,8 +192,8 @@ class GaussianDiffusion:
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
         """Solve the posterior mean (DDPM eq. 7) for x_0."""
-        return (self._extract(1.0 / self.posterior_mean_coef1, t, x_t) * xprev
-                - self._extract(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t) * x_t)
+        return (self._extract(self.xprev_coef1, t, x_t) * xprev
+                - self._extract(self.xprev_coef2, t, x_t) * x_t)
 
     # ---------------------------------------------------------------- reverse process p
     def _wrap_model(self, model: Callable) -> Callable:
@@ -197,15 +217,14 @@ class GaussianDiffusion:
             return torch.exp(var_values), var_values
         if self.var_type == "learned_range":
             min_log = self._extract(self.posterior_log_variance_clipped, t, x)
-            max_log = self._extract(np.log(self.betas), t, x)
+            max_log = self._extract(self.log_betas, t, x)
             frac = (var_values + 1) / 2  # the model's v in [-1, 1] mapped to [0, 1]
             log_variance = frac * max_log + (1 - frac) * min_log
             return torch.exp(log_variance), log_variance
         if self.var_type == "fixed_large":
             # beta_t, with beta-tilde_1 at t = 0 for a better decoder log-likelihood (as the reference code)
-            variance = np.append(self.posterior_variance[1], self.betas[1:]) if self.num_timesteps > 1 else self.betas
-            return (self._extract(variance, t, x).expand_as(x),
-                    self._extract(np.log(variance), t, x).expand_as(x))
+            return (self._extract(self.large_variance, t, x).expand_as(x),
+                    self._extract(self.large_log_variance, t, x).expand_as(x))
         return (self._extract(self.posterior_variance, t, x).expand_as(x),
                 self._extract(self.posterior_log_variance_clipped, t, x).expand_as(x))
 
