@@ -320,7 +320,7 @@ def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse:
     config = _variance_config(kind, T, profile, data)
     if reuse and record_path.exists() and _model_path(work, kind, T).exists():
         record = json.loads(record_path.read_text())
-        if record.get("config") == config.to_dict():
+        if _same_config(record.get("config") or {}, config):
             print(f"  claim 2: {kind}, T = {T}: reusing {_model_path(work, kind, T)}", flush=True)
             return record
     torch.set_num_threads(1)
@@ -333,6 +333,13 @@ def train_variance_model(kind: str, T: int, profile: Profile, work: Path, reuse:
         trainer.diffusion = trainer.objective.diffusion = v_preconditioned(trainer.diffusion)
     trainer.train(profile.variance_train_steps)
     return _save_variance_model(trainer, kind, T, config, work, fits, (time.perf_counter() - start) / 60)
+
+
+def _same_config(saved: dict, config) -> bool:
+    """True when ``saved`` (a config dict written earlier) is ``config``: fields it predates (added to
+    ExperimentConfig since) count as their defaults."""
+    ours, defaults = config.to_dict(), type(config)().to_dict()
+    return set(saved) <= set(ours) and all(saved.get(k, defaults[k]) == v for k, v in ours.items())
 
 
 def _is_shipped(config, steps: int) -> bool:
