@@ -26,9 +26,10 @@ integer timesteps of the chain, and alpha_bar, sigma and lambda are the chain's 
 :func:`solver_timesteps` picks them from T-1 down to 0: ``"time_uniform"`` (evenly spaced in t, as respacing does:
 the default), ``"logSNR"`` (evenly spaced in lambda) or ``"time_quadratic"`` (evenly spaced in sqrt(t), denser
 near the data). On the shipped 8x8 digits model (cosine schedule, T = 1000; ``bench/sampler_speed.py``,
-docs/benchmarks.md) ``"time_uniform"`` gave the lowest FID at 5, 8 and 10 calls and ``"time_quadratic"`` at 15 and
-20; ``"logSNR"`` was far behind at 5-10 calls: the cosine schedule's last five timesteps (995-999, lambda from
--5.1 down to -9.9, alpha_bar down to 2.4e-9) span a third of the lambda range while x_t is still pure noise.
+docs/benchmarks.md) ``"time_uniform"`` gave the lowest FID at every count from 5 to 20 calls (1.51 at 5, 1.24 at
+8 and 10, against 2.60 and 1.78-1.87 for ``"time_quadratic"``); ``"logSNR"`` was far behind (15.2 at 5 calls, 2.5
+at 10): the cosine schedule's last five timesteps (995-999, lambda from -5.1 down to -9.9, alpha_bar down to
+2.4e-9) span a third of the lambda range while x_t is still pure noise.
 
 ``steps`` counts network calls, as for the other samplers: ``steps`` solver steps over ``steps + 1`` timesteps from
 T-1 to 0, the last step first order (``lower_order_final``: the last interval is much the longest in lambda, and
@@ -37,6 +38,13 @@ extrapolating x_0 over it spoiled the digits, FID 1.8 against 1.2-1.3 at 8-20 ca
 ``clip_denoised``. ``denoise_final=True`` spends the last call on the x_0 prediction at t = 0 instead (DDIM's and
 k-diffusion's last step to sigma = 0; ``steps`` timesteps): the same FID from 8 calls on, worse at 5 (1.90 against
 1.51); it is what ``steps`` = T, every timestep, does.
+
+Clipping x_0 (``clip_denoised``, the default) matters on a chain whose last alpha_bar is tiny: on the digits chain
+(alpha = 4.9e-5 at T-1) the unclipped x_0 = (x - sigma eps) / alpha multiplies the network's eps error by 1/alpha,
+and the samples are lost (FID 42 at 5 and at 10 calls, the same 640-sample draws as the table in
+docs/benchmarks.md; so are k-diffusion's, which never clip, from t = T-1). With ``cond_fn`` the solver uses the
+guided x_0 recomputed from the guided eps (Dhariwal & Nichol Algorithm 2, as DDIM does), which moves by
+(sigma^2 / alpha) times the gradient, large at high noise; like DDIM's, it is not clipped again.
 
 >>> from ddpm_lite.pretrained import load_pretrained
 >>> model, diffusion, _ = load_pretrained("digits")
