@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..gaussian_diffusion import GaussianDiffusion
+from ..metrics.variance import kl_optimal_v
 from ..respace import SpacedDiffusion
 from ..runtime import model_device
 
@@ -56,6 +57,23 @@ def sigma_from_v(diffusion: GaussianDiffusion, v) -> np.ndarray:
     return np.exp(v * log_beta + (1.0 - v) * log_beta_tilde)
 
 
+def _noised_batches(model, diffusion: GaussianDiffusion, images: torch.Tensor, timesteps, generator, batch_size: int):
+    """(rows, t, x0, x_t) batches for a per-timestep measurement: ``images`` noised with q(x_t | x_0) at each of
+    ``timesteps``, several timesteps' copies per batch (one forward pass for many t); ``rows`` is the slice of
+    ``timesteps`` a batch covers. One draw of noise per batch from ``generator``, in the order of ``timesteps``."""
+    device = model_device(model)
+    images = images.to(device).float()
+    n = len(images)
+    timesteps = [int(t) for t in timesteps]
+    per_batch = max(1, batch_size // n)
+    for start in range(0, len(timesteps), per_batch):
+        ts = timesteps[start:start + per_batch]
+        t = torch.tensor(ts, device=device).repeat_interleave(n)
+        x0 = images.repeat(len(ts), *[1] * (images.ndim - 1))
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else device)
+        yield slice(start, start + len(ts)), t, x0, diffusion.q_sample(x0, t, noise.to(device))
+
+
 @torch.no_grad()
 def interpolation_weights(model, diffusion: GaussianDiffusion, images: torch.Tensor, timesteps,
                           generator: torch.Generator | None = None, batch_size: int = 512) -> np.ndarray:
@@ -66,22 +84,11 @@ def interpolation_weights(model, diffusion: GaussianDiffusion, images: torch.Ten
     """
     if diffusion.var_type != "learned_range":
         raise ValueError(f"interpolation weights need var_type='learned_range', not {diffusion.var_type!r}")
-    device = model_device(model)
-    images = images.to(device).float()
-    n, c = len(images), images.shape[1]
-    timesteps = [int(t) for t in timesteps]
+    c = images.shape[1]
     out = np.empty(len(timesteps))
-    # each batch holds several timesteps' copies of the images: one forward pass for many t
-    per_batch = max(1, batch_size // n)
-    for start in range(0, len(timesteps), per_batch):
-        ts = timesteps[start:start + per_batch]
-        t = torch.tensor(ts, device=device).repeat_interleave(n)
-        x0 = images.repeat(len(ts), *[1] * (images.ndim - 1))
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else device)
-        x_t = diffusion.q_sample(x0, t, noise.to(device))
-        raw = model(x_t, t)[:, c:].float()
-        v = (raw + 1) / 2
-        out[start:start + len(ts)] = v.reshape(len(ts), -1).mean(1).cpu().numpy()
+    for rows, t, _, x_t in _noised_batches(model, diffusion, images, timesteps, generator, batch_size):
+        v = (model(x_t, t)[:, c:].float() + 1) / 2
+        out[rows] = v.reshape(rows.stop - rows.start, -1).mean(1).cpu().numpy()
     return out
 
 
@@ -90,20 +97,10 @@ def xstart_errors(model, diffusion: GaussianDiffusion, images: torch.Tensor, tim
                   generator: torch.Generator | None = None, batch_size: int = 512) -> np.ndarray:
     """The mean squared error per pixel of ``model``'s prediction of x_0 (clipped to [-1, 1], as sampling does) at
     each of ``timesteps`` (of ``diffusion``, not respaced), over ``images`` noised with q(x_t | x_0)."""
-    device = model_device(model)
-    images = images.to(device).float()
-    n = len(images)
-    timesteps = [int(t) for t in timesteps]
     out = np.empty(len(timesteps))
-    per_batch = max(1, batch_size // n)
-    for start in range(0, len(timesteps), per_batch):
-        ts = timesteps[start:start + per_batch]
-        t = torch.tensor(ts, device=device).repeat_interleave(n)
-        x0 = images.repeat(len(ts), *[1] * (images.ndim - 1))
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else device)
-        x_t = diffusion.q_sample(x0, t, noise.to(device))
+    for rows, t, x0, x_t in _noised_batches(model, diffusion, images, timesteps, generator, batch_size):
         pred = diffusion.p_mean_variance(model, x_t, t, clip_denoised=True)["pred_xstart"]
-        out[start:start + len(ts)] = ((pred - x0) ** 2).reshape(len(ts), -1).mean(1).cpu().numpy()
+        out[rows] = ((pred - x0) ** 2).reshape(rows.stop - rows.start, -1).mean(1).cpu().numpy()
     return out
 
 
@@ -124,9 +121,8 @@ def kl_optimal_variance(diffusion: GaussianDiffusion, xstart_mse) -> dict[str, n
     if e.shape != (diffusion.num_timesteps,):
         raise ValueError(f"xstart_mse must hold one error per step of the diffusion ({diffusion.num_timesteps}), "
                          f"got shape {e.shape}")
+    optimum = kl_optimal_v(diffusion, e, tol=0.0)  # the library's v*, unclipped, at every step but the decoder
     timesteps = getattr(diffusion, "timestep_map", None)
     t = np.arange(diffusion.num_timesteps) if timesteps is None else timesteps.cpu().numpy()
-    beta, beta_tilde = diffusion.betas[1:], diffusion.posterior_variance[1:]
-    sigma = beta_tilde + diffusion.posterior_mean_coef1[1:] ** 2 * e[1:]
-    v = np.log(sigma / beta_tilde) / np.log(beta / beta_tilde)
-    return {"t": t[1:], "beta": beta, "beta_tilde": beta_tilde, "sigma": sigma, "v": v}
+    return {"t": t[1:], "beta": optimum["beta"][1:], "beta_tilde": optimum["beta_tilde"][1:],
+            "sigma": optimum["sigma_star"][1:], "v": optimum["v_star_raw"][1:]}
