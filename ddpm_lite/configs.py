@@ -254,7 +254,8 @@ def check_data_fits(model_kind: str | None, data: str | None, preset: str | None
 
 # the fields of ExperimentConfig that are hyper-parameters of the training loop (Trainer's keyword arguments)
 TRAINING_FIELDS = ("batch_size", "lr", "weight_decay", "ema_decay", "grad_clip", "schedule_sampler", "class_cond",
-                   "label_dropout", "mixed_precision", "channels_last", "torch_compile", "save_every", "seed")
+                   "label_dropout", "mixed_precision", "channels_last", "torch_compile", "save_every", "seed",
+                   "lr_warmup", "min_snr_gamma")
 
 
 @dataclass
@@ -297,6 +298,8 @@ class ExperimentConfig:
     steps: int = 2000  # suggested length of a full run (the CLI's default --steps)
     save_every: int = 500
     seed: int = 0
+    lr_warmup: int = 0  # steps of linear learning-rate warm-up: lr * min(1, (step + 1) / lr_warmup) (0: none)
+    min_snr_gamma: float | None = None  # Min-SNR-gamma weighting of the mse term (train.min_snr_weights; null: none)
 
     def __post_init__(self):
         if isinstance(self.diffusion, dict):
@@ -323,7 +326,25 @@ class ExperimentConfig:
                               f"weight_decay={self.weight_decay}, ema_decay={self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"grad_clip must be positive or null, got {self.grad_clip}")
+        if self.lr_warmup < 0:
+            raise ConfigError(f"lr_warmup must be a number of steps >= 0 (0: no warm-up), got {self.lr_warmup}")
+        if self.min_snr_gamma is not None:
+            self._check_min_snr()
         self._fit_model_to_task()
+
+    def _check_min_snr(self) -> None:
+        if self.min_snr_gamma <= 0:
+            raise ConfigError(f"min_snr_gamma must be positive or null (no weighting), got {self.min_snr_gamma}")
+        if self.model_kind == "classifier":
+            raise ConfigError("min_snr_gamma weights the diffusion loss; the classifier's cross-entropy has none: "
+                              "use min_snr_gamma=null")
+        if self.diffusion is not None and self.diffusion.loss_type not in ("simple", "rescaled_mse"):
+            raise ConfigError(f"min_snr_gamma weights the mse term, and diffusion.loss_type "
+                              f"{self.diffusion.loss_type!r} has none: use 'simple' or 'rescaled_mse', or "
+                              "min_snr_gamma=null")
+        if self.diffusion is not None and self.diffusion.mean_type not in ("eps", "x0"):
+            raise ConfigError(f"min_snr_gamma is defined for diffusion.mean_type 'eps' or 'x0', not "
+                              f"{self.diffusion.mean_type!r}: use min_snr_gamma=null")
 
     def _fit_model_to_task(self) -> None:
         """The diffusion decides the output width, class_cond the label embedding."""

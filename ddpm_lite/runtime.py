@@ -155,6 +155,12 @@ def pick(full, fast):
     return fast if fast_mode() else full
 
 
+def steps_in(steps: int, seconds: float) -> str:
+    """The clock line a notebook prints after training: ``"300 steps in 41.2 s (137 ms per step)"``."""
+    per_step = f" ({1000 * seconds / steps:.0f} ms per step)" if steps else ""
+    return f"{steps:,} steps in {seconds:.1f} s{per_step}"
+
+
 def strict_mode() -> bool:
     """True when ``DDPM_LITE_STRICT=1``: exercise checkers raise instead of falling back to the reference."""
     return os.environ.get("DDPM_LITE_STRICT", "0") == "1"

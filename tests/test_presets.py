@@ -113,6 +113,33 @@ def test_speed_options_round_trip_and_are_checked():
     assert ExperimentConfig.from_dict(old).channels_last is None  # checkpoints written before these fields
 
 
+def test_warmup_and_min_snr_fields_are_checked():
+    cfg = ExperimentConfig.preset("digits")
+    assert (cfg.lr_warmup, cfg.min_snr_gamma) == (0, None)
+    changed = cfg.override(["lr_warmup=1e2", "min_snr_gamma=5"])
+    assert (changed.lr_warmup, changed.min_snr_gamma) == (100, 5.0) and type(changed.min_snr_gamma) is float
+    assert ExperimentConfig.from_dict(changed.to_dict()) == changed
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("lr_warmup", "min_snr_gamma")}
+    assert ExperimentConfig.from_dict(old) == cfg  # checkpoints written before these fields
+    refused = {
+        "lr_warmup=-1": "lr_warmup must be a number of steps >= 0",
+        "lr_warmup=2.5": "lr_warmup must be an integer, got 2.5",
+        "lr_warmup=true": "lr_warmup must be an integer",
+        "min_snr_gamma=0": "min_snr_gamma must be positive or null",
+        "min_snr_gamma=abc": "min_snr_gamma must be a finite number or null",
+        "min_snr_gamma=NaN": "min_snr_gamma must be a finite number or null",
+    }
+    for change, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            cfg.override([change])
+    with pytest.raises(ConfigError, match="loss_type 'kl' has none"):
+        cfg.override(["diffusion.loss_type=kl", "min_snr_gamma=5"])
+    with pytest.raises(ConfigError, match="mean_type 'eps' or 'x0', not 'xprev'"):
+        cfg.override(["diffusion.mean_type=xprev", "min_snr_gamma=5"])
+    with pytest.raises(ConfigError, match="classifier's cross-entropy has none"):
+        ExperimentConfig.preset("digits_classifier", min_snr_gamma=5.0)
+
+
 # --------------------------------------------------------------------------- the CUDA decisions
 
 

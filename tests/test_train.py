@@ -43,6 +43,7 @@ def assert_same_state(a: Trainer, b: Trainer):
     ("digits", {"schedule_sampler": "loss-second-moment"}),  # dropout, learned sigma, importance sampling
     ("digits_cond", {}),                                     # labels and label dropout
     ("digits_classifier", {}),                               # the classifier objective
+    ("digits", {"lr_warmup": 12, "min_snr_gamma": 5.0}),     # resumed inside the warm-up, Min-SNR weighting
 ])
 def test_resume_is_bit_exact(tmp_path, preset, changes):
     """2N steps in one go == N steps, save, a fresh reload (global RNG scrambled), N more steps."""
@@ -268,3 +269,106 @@ def test_from_config_trains_another_network_like_for_like():
     assert trainer.model is other and trainer.batch_size == cfg.batch_size
     trainer.train(2)
     assert trainer.config.model.resblock_updown is False
+
+
+# --------------------------------------------------------------------------- learning-rate warm-up and Min-SNR
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 5])
+def test_lr_warmup_is_linear_in_the_step(warmup):
+    """The learning rate AdamW used at step s is lr * min(1, (s + 1) / lr_warmup), lr from then on."""
+    cfg = tiny("digits", lr=2e-3, lr_warmup=warmup)
+    used = []
+    trainer = Trainer.from_config(cfg, progress=False,
+                                  callbacks=[lambda tr, step, logs: used.append(tr.optimizer.param_groups[0]["lr"])])
+    trainer.train(8)
+    expected = [2e-3 * min(1.0, (s + 1) / warmup) if warmup else 2e-3 for s in range(8)]
+    assert used == pytest.approx(expected, rel=1e-12, abs=0)
+    if warmup == 5:
+        assert used[0] == pytest.approx(2e-3 / 5) and used[4:] == [2e-3] * 4
+
+
+def test_lr_warmup_changes_the_first_steps_only_by_their_learning_rate():
+    """One step with lr_warmup=4 is one step with lr / 4 (AdamW's first step scales with lr)."""
+    warm = Trainer.from_config(tiny("digits", lr=1e-3, lr_warmup=4, grad_clip=None), progress=False)
+    plain = Trainer.from_config(tiny("digits", lr=2.5e-4, grad_clip=None), progress=False)
+    warm.train(1)
+    plain.train(1)
+    for p, q in zip(warm.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("gamma", [0.5, 5.0, 1e4])
+def test_min_snr_weights_match_a_float64_computation(schedule, gamma):
+    """min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, with SNR = alpha_bar / (1 - alpha_bar) computed
+    here from the betas by a float64 running product."""
+    import numpy as np
+
+    from ddpm_lite.schedules import get_betas
+    from ddpm_lite.train import min_snr_weights
+
+    betas = np.asarray(get_betas(schedule, 1000), dtype=np.float64)
+    alpha_bar = np.ones(1000)
+    running = 1.0
+    for i, beta in enumerate(betas):
+        running *= 1.0 - beta
+        alpha_bar[i] = running
+    snr = alpha_bar / (1.0 - alpha_bar)
+    diffusion = ExperimentConfig.preset("digits").diffusion.build() if schedule == "cosine" else \
+        dataclasses.replace(ExperimentConfig.preset("digits").diffusion, schedule="linear").build()
+    for mean_type, expected in (("eps", np.minimum(snr, gamma) / snr), ("x0", np.minimum(snr, gamma))):
+        got = min_snr_weights(diffusion.alphas_cumprod, gamma, mean_type)
+        assert got.dtype == torch.float32 and got.shape == (1000,)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=2e-6, atol=0)
+    eps = min_snr_weights(diffusion.alphas_cumprod, gamma).numpy()
+    assert eps.max() <= 1.0 and (eps[snr <= gamma] == 1.0).all()  # only high-SNR (small t) steps are down-weighted
+
+
+def test_min_snr_weights_refuse_what_they_do_not_define():
+    from ddpm_lite.train import min_snr_weights
+
+    abar = ExperimentConfig.preset("digits").diffusion.build().alphas_cumprod
+    with pytest.raises(ValueError, match="mean_type 'eps' or 'x0', not 'xprev'"):
+        min_snr_weights(abar, 5.0, "xprev")
+    for gamma in (0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="positive number"):
+            min_snr_weights(abar, gamma)
+    assert min_snr_weights([0.5, 0.0], 5.0).tolist() == [1.0, 1.0]  # SNR = 0: the limit 1, not 0 / 0
+
+
+def test_min_snr_weighs_the_mse_term_and_leaves_the_variance_term():
+    """The objective's per-example loss is w(t) * mse + vb, with the unweighted terms from training_losses."""
+    from ddpm_lite.train import DiffusionObjective, min_snr_weights
+
+    cfg = tiny("digits")
+    torch.manual_seed(0)
+    model, diffusion = cfg.build_model().eval(), cfg.diffusion.build()
+    x = load_dataset("digits").images[:6]
+    t = torch.tensor([0, 1, 3, 5, 8, 9])
+    noise = torch.randn_like(x)
+
+    def draw(kind, shape):
+        return noise
+
+    objective = DiffusionObjective(diffusion, min_snr_gamma=2.0)
+    _, per_example, logs = objective(model, x, None, t, torch.ones(6), draw)
+    terms = diffusion.training_losses(model, x, t, noise=noise)
+    w = min_snr_weights(diffusion.alphas_cumprod, 2.0)[t]
+    assert (w < 1).any() and (w == 1).any()
+    torch.testing.assert_close(per_example, w * terms["mse"] + terms["vb"])
+    torch.testing.assert_close(logs["vb"], terms["vb"].mean())
+    with pytest.raises(ValueError, match="loss_type 'kl' has none"):
+        DiffusionObjective(dataclasses.replace(cfg.diffusion, loss_type="kl").build(), min_snr_gamma=2.0)
+
+
+def test_the_trainer_clocks_its_training():
+    from ddpm_lite.runtime import steps_in
+
+    trainer = Trainer.from_config(tiny("digits"), progress=False)
+    assert trainer.clock() == "0 steps in 0.0 s"
+    trainer.train(3)
+    trainer.train(2)
+    assert trainer.timed_steps == 5 and trainer.seconds > 0
+    assert trainer.clock() == steps_in(5, trainer.seconds)
+    assert steps_in(1200, 41.25) == "1,200 steps in 41.2 s (34 ms per step)"
