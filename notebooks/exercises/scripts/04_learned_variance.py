@@ -52,6 +52,7 @@ from ddpm_lite.course.learned_variance import (
 from ddpm_lite.course.widgets import VarianceExplorer
 from ddpm_lite.data import load_dataset
 from ddpm_lite.metrics import compute_fid, load_digits_feature_net, reference_statistics
+from ddpm_lite.metrics.variance import default_timesteps, variance_fit
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
 
@@ -461,6 +462,36 @@ print(f"the model's v: {v_model.min():.2f} to {v_model.max():.2f}; v* of the 100
 # ($v = 1$). That is the order of the FIDs of section 6, and of our measurement against the number of steps: the
 # paper's claim that a learned $\Sigma$ helps with few steps is **not** reproduced on 8×8 digits, where the fixed
 # $\tilde\beta$ is best at every step count (docs/claims.md, claim 2; notebook 10).
+#
+# ## 8. Is v trained?
+#
+# `variance_fit` (`ddpm_lite.metrics.variance`) puts sections 4 and 7 together in one diagnostic. At each $t$ of a
+# grid dense at both ends of the chain it noises test digits, reads the model's mean $v$, measures its error $e_t$
+# in $\hat x_0$ (clipped, as the sampler does) and turns it into $v^*(t)$, the $v$ that makes the step's term of
+# the bound smallest (section 7, full chain). `rms_gap` is the root mean square of $v - v^*$, uniform in $t$: the
+# steps a respaced chain of evenly spaced steps visits. A trained $v$ lies on its dashed $v^*$.
+
+# %% slideshow={"slide_type": "slide"}
+fit = variance_fit(model, diffusion, test[: pick(256, 32)], default_timesteps(T, pick(40, 12)))
+print(fit.summary())
+mid = (fit.t >= 300) & (fit.t <= 500)
+print(f"v*(1) = {fit.v_star[fit.t == 1][0]:.2f}; v* for t = 300 to 500: {fit.v_star[mid].min():.2f} to "
+      f"{fit.v_star[mid].max():.2f}; the model's v for t = 1 to 900: "
+      f"{fit.v[(fit.t >= 1) & (fit.t <= 900)].min():.2f} to {fit.v[(fit.t >= 1) & (fit.t <= 900)].max():.2f}")
+fig = plotting.variance_fit_figure({"shipped digits model": fit})
+plt.show()
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# The shipped model's $v$ is flat, about 0.77 at every $t$, while the $v^*$ its own errors ask for falls from about
+# 0.7 at $t = 1$ to about 0.2 at $t = 300$ to 500: $v$ is right only at the first steps. The reason is section 4's
+# gradient: $\partial L_t/\partial v$ carries the factor $\log(\beta_t/\tilde\beta_t)$, and near $v^*$ the pull
+# toward it is $\tfrac12\log^2(\beta_t/\tilde\beta_t)\,(v - v^*)$, about $10^{-5}$ of its strength at $t = 1$ for
+# most $t$. What we tried, each from the shipped weights (`bench/variance_training.py`, docs/claims/variance_training.md;
+# RMS gap 0.487 for the shipped model): 2,000 more steps of the same loss, 0.414; a 30 times larger step on $v$'s
+# output weights, 0.422; dividing the $L_\text{vlb}$ term of step $t$ by $\log^2(\beta_t/\tilde\beta_t)$, so that
+# every $t$ pulls $v$ equally hard (its minimum, $v^*$, unchanged), 0.125; the same with the sampler's clipped
+# $\hat x_0$ in the term, 0.074, with $v$ from 0.19 to 1.38 along the chain. Training longer does not fix the
+# weighting; changing it does.
 #
 # ## What to remember
 #
