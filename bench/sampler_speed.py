@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from digits_fid import Scorer, mean_sd  # bench/digits_fid.py
 from machine import describe  # bench/machine.py
 
 from ddpm_lite.dpm_solver import DEFAULT_SPACING, SPACINGS, dpm_solver_sample_loop, solver_plan, solver_timesteps
@@ -182,32 +183,6 @@ def spacing_contenders(model, diffusion) -> list[Contender]:
 # --------------------------------------------------------------------------- FID
 
 
-class Scorer:
-    """FID of samples against the test digits, and the floor: as many training digits against them."""
-
-    def __init__(self, samples: int):
-        from ddpm_lite.data import load_dataset
-        from ddpm_lite.metrics import extract_features, load_digits_feature_net
-
-        self.net = load_digits_feature_net(device="cpu")
-        self.extract = lambda images: extract_features(images, self.net, batch_size=1024)
-        self.test = self.extract(load_dataset("digits", "test").images)
-        self.train_images = load_dataset("digits", "train").images
-        self.samples = samples
-
-    def fid(self, images) -> float:
-        from ddpm_lite.metrics import fid_from_features
-
-        return fid_from_features(self.extract(images), self.test)
-
-    def floor(self, draws: int) -> list[float]:
-        if len(self.train_images) < self.samples:
-            raise ValueError(f"the floor needs {self.samples} training digits, there are {len(self.train_images)}")
-        g = torch.Generator().manual_seed(12345)
-        return [self.fid(self.train_images[torch.randperm(len(self.train_images), generator=g)[:self.samples]])
-                for _ in range(draws)]
-
-
 def fid_sweep(contenders: list[Contender], steps, scorer: Scorer, draws: int, progress=True,
               checkpoint: Callable[[dict], None] | None = None) -> dict:
     """{name: {steps: [FID per draw]}}; ``checkpoint(results)`` after each FID (to save partial results)."""
@@ -291,11 +266,6 @@ def wins(model, diffusion, steps: int, rounds: int) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def mean_sd(values) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 \
-        else f"{values[0]:.3f}"
 
 
 def table_lines(fids: dict, seconds: dict, calls: dict, steps) -> list[str]:
@@ -423,7 +393,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     machine = f"{describe()}; load average at the start {os.getloadavg()[0]:.1f}."
     print(machine, flush=True)
-    data.setdefault("machine", machine)
+    data["machine"] = machine  # this run's: the timings depend on the load
     data.update(samples=args.samples, draws=args.draws)
     model, diffusion, _ = load_pretrained("digits", device="cpu")
     model.eval()
