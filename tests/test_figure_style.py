@@ -106,6 +106,22 @@ def _embedding():
 
 
 # name -> a call like the notebooks' (and the widgets') own; one entry per figure function of plotting.__all__
+def _variance_fits():
+    """Two logged fits of a learned v(t) against v*(t), as notebook 04 shows them (synthetic numbers)."""
+    from ddpm_lite.metrics.variance import VarianceFit, default_timesteps
+
+    t = default_timesteps(1000)
+    v_star, z = 0.2 + 0.5 * np.exp(-t / 50), np.zeros(len(t))
+    fits = []
+    for step, v in ((2000, np.full(len(t), 0.77)), (6000, v_star + 0.02)):
+        fit = VarianceFit(t=t, v=v, v_star=v_star, v_star_raw=v_star, sigma_star=z + 1, xstart_mse=z, beta=z + 2,
+                          beta_tilde=z + 1, kl_model=z, kl_star=z, kl_small=z, kl_large=z, num_timesteps=1000,
+                          num_images=64)
+        fit.step = step
+        fits.append(fit)
+    return fits
+
+
 EXAMPLES = {
     "snr_curve": lambda: plotting.snr_curve(("linear", "cosine"), t=250),
     "forward_chain_grid": lambda: plotting.forward_chain_grid(_digits(3), "linear", row_labels=["a", "b", "c"]),
@@ -162,6 +178,7 @@ EXAMPLES = {
     "fid_is_figure": lambda: plotting.fid_is_figure(
         {"real": (_digits(36), 1.38, 7.39), "5 classes dropped": (_digits(36), 39.8, 4.22),
          "one digit per class": (_digits(36), 14.64, 7.60), "noise σ=0.5": (_digits(36), 12.43, 3.37)}),
+    "variance_fit_figure": lambda: plotting.variance_fit_figure(_variance_fits()),
     "variance_gap_figure": lambda: plotting.variance_gap_figure(
         _cosine(), {f"{k} steps": respace(_cosine(), k) for k in (10, 25, 50, 100)},
         {"the model's v": (np.arange(111, 1000, 111), np.full(9, 0.77)),
