@@ -12,7 +12,19 @@ from torch import nn  # noqa: E402
 
 from ddpm_lite import GaussianDiffusion, get_betas, respace, space_timesteps  # noqa: E402
 from ddpm_lite.course import plotting  # noqa: E402
-from ddpm_lite.course.fast_sampling import SAMPLERS, Sweep, SweepPoint, sample_with, sampling_sweep, time_sampler  # noqa: E402
+from ddpm_lite.course.fast_sampling import (  # noqa: E402
+    SAMPLERS,
+    Sweep,
+    SweepPoint,
+    ddim_decode,
+    ddim_encode,
+    lerp,
+    round_trip_rms,
+    sample_with,
+    sampling_sweep,
+    slerp,
+    time_sampler,
+)
 from ddpm_lite.metrics import compute_fid  # noqa: E402
 
 T = 40
@@ -52,7 +64,7 @@ def setup():
 
 
 def test_the_samplers():
-    assert list(SAMPLERS) == ["ancestral", "DDIM η=0", "DDIM η=1"]
+    assert list(SAMPLERS) == ["ancestral", "DDIM η=0", "DDIM η=1", "DPM-Solver++(2M)"]
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
@@ -99,7 +111,7 @@ def test_sampling_sweep(setup):
     sweep = sampling_sweep(model, d, [5, 10, T, 2 * T], 12, extractor=net, reference=reference, real_images=real,
                            shape=(1, 4, 4), skip=[("DDIM η=1", T)])
     assert sweep.samplers == list(SAMPLERS) and sweep.steps == [5, 10, T] and sweep.num_timesteps == T
-    assert len(sweep.points) == 3 * 3 - 1 and not sweep.has("DDIM η=1", T) and sweep.has("DDIM η=0", T)
+    assert len(sweep.points) == 4 * 3 - 1 and not sweep.has("DDIM η=1", T) and sweep.has("DDIM η=0", T)
     assert sweep.steps_of("DDIM η=1") == [5, 10] and sweep.steps_of("ancestral") == [5, 10, T]
     p = sweep.get("DDIM η=0", 10)
     assert p.num_samples == 12 and p.network_calls == 10 and p.samples_per_second == pytest.approx(12 / p.seconds)
@@ -117,6 +129,7 @@ def test_sampling_sweep(setup):
     table = sweep.table()
     assert table.splitlines()[0].split() == ["sampler", "steps", "FID", "seconds", "samples/s"]
     assert len(table.splitlines()) == 1 + len(sweep.points) + 1
+    assert len({len(line) for line in table.splitlines()[:-1]}) == 1  # columns aligned, long names included
     assert table.splitlines()[-1].split()[:3] == ["real", "data", f"{sweep.real_fid:.2f}"]
     assert "mean ± std of 5 draws" in table
 
@@ -175,3 +188,86 @@ def test_sampling_sweep_figure():
     missing = plotting.sampling_sweep_figure(sweep, "DDIM η=1", 1000)
     assert missing._suptitle.get_text() == "DDIM η=1, 1000 steps: not run" and not missing.axes[0].images
     plt.close(fig), plt.close(missing)
+
+
+def test_dpm_solver_sampler_is_the_package_solver(setup):
+    from ddpm_lite.dpm_solver import dpm_solver_sample_loop
+
+    model, d = setup
+    out = sample_with(model, d, 3, 6, "DPM-Solver++(2M)", seed=2, shape=(1, 4, 4))
+    noise = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, dpm_solver_sample_loop(d, model, (3, 1, 4, 4), steps=6, noise=noise))
+
+
+def test_merged_sweeps():
+    a, b = fake_sweep(), Sweep([SweepPoint("DPM-Solver++(2M)", 10, torch.zeros(9, 1, 8, 8), 0.1, 1.5)], 1000, [9.0])
+    both = a.merged(b)
+    assert both.samplers == ["ancestral", "DDIM η=0", "DDIM η=1", "DPM-Solver++(2M)"]
+    assert both.get("DPM-Solver++(2M)", 10) is b.points[0] and both.real_fids == a.real_fids
+    assert len(a.points) == 7  # a is left as it was
+    with pytest.raises(ValueError, match="both sweeps have points"):
+        both.merged(b)
+    with pytest.raises(ValueError, match="cannot merge a sweep of 40 timesteps"):
+        a.merged(Sweep([], 40))
+
+
+# ---------------------------------------------------------------------- DDIM inversion and slerp
+def _slerp64(a, b, w):
+    """slerp written independently, in float64 numpy, one pair at a time."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    omega = np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))
+    return (np.sin((1 - w) * omega) * a + np.sin(w * omega) * b) / np.sin(omega)
+
+
+def test_slerp_against_float64():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 1, 8, 8, generator=g), torch.randn(5, 1, 8, 8, generator=g) * 3
+    w = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    out = slerp(a, b, w)
+    assert out.shape == a.shape and out.dtype == torch.float32
+    for i in range(5):
+        np.testing.assert_allclose(out[i].numpy().ravel(), _slerp64(a[i], b[i], float(w[i])), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(slerp(a, b, 0.3), torch.stack([torch.from_numpy(_slerp64(a[i], b[i], 0.3)).float()
+                                                               .reshape(1, 8, 8) for i in range(5)]))
+
+
+def test_slerp_endpoints_and_norm():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(4, 64, generator=g, dtype=torch.float64), torch.randn(4, 64, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b)
+    b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)  # equal norms
+    for w in [0.1, 0.25, 0.5, 0.8]:
+        torch.testing.assert_close(slerp(a, b, w).norm(dim=1), a.norm(dim=1))
+        assert (lerp(a, b, w).norm(dim=1) < a.norm(dim=1)).all()  # the linear mix shrinks it
+    # orthogonal latents: the linear midpoint keeps 1/sqrt(2) of the norm, slerp all of it
+    e1, e2 = torch.zeros(1, 64, dtype=torch.float64), torch.zeros(1, 64, dtype=torch.float64)
+    e1[0, 0], e2[0, 1] = 8.0, 8.0
+    assert lerp(e1, e2, 0.5).norm().item() == pytest.approx(8 / math.sqrt(2))
+    torch.testing.assert_close(slerp(e1, e2, 0.5), (e1 + e2) / math.sqrt(2))
+
+
+def test_slerp_of_a_vector_with_itself_and_bad_input():
+    a = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(slerp(a, a, 0.3), a)  # Omega = 0: no division by sin(0)
+    assert torch.isfinite(slerp(a, a.clone(), 0.7)).all()
+    with pytest.raises(ValueError, match="two batches of one shape"):
+        slerp(a, a[:1], 0.5)
+    with pytest.raises(ValueError, match="must be finite"):
+        slerp(a, a, float("nan"))
+
+
+def test_ddim_encode_decode_are_the_package_loops(setup):
+    model, d = setup
+    x0 = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    x_T = ddim_encode(model, d, x0, 8)
+    spaced = respace(d, 8)
+    torch.testing.assert_close(x_T, spaced.ddim_reverse_sample_loop(model, x0))
+    torch.testing.assert_close(ddim_decode(model, d, x_T, 8), spaced.ddim_sample_loop(model, x0.shape, noise=x_T))
+    torch.testing.assert_close(ddim_encode(model, d, x0, T), d.ddim_reverse_sample_loop(model, x0))  # all steps
+    rms = round_trip_rms(model, d, x0, [4, T])
+    back = ddim_decode(model, d, ddim_encode(model, d, x0, 4), 4)
+    assert set(rms) == {4, T} and rms[4] == pytest.approx((back - x0).pow(2).mean().sqrt().item())
+    with pytest.raises(ValueError, match="steps must lie in"):
+        ddim_encode(model, d, x0, T + 1)
+    assert model.training  # put back as it was

@@ -187,6 +187,14 @@ EXAMPLES = {
         _sweep(), agreement={"ancestral": [0.12, 0.15, 0.22, 0.43, 0.6, 1.0],
                              "DDIM η=0": [0.84, 0.9, 0.94, 0.98, 1.0]}),
     "sampling_sweep_figure": lambda: plotting.sampling_sweep_figure(_sweep(), "DDIM η=0", 25),
+    "inversion_figure": lambda: plotting.inversion_figure(
+        {10: 0.28, 50: 0.066, 100: 0.054, 1000: 0.0021}, _digits(8), {k: _digits(8) for k in (10, 50, 100, 1000)}),
+    "latent_interpolation_figure": lambda: plotting.latent_interpolation_figure(
+        {"slerp": _digits(9), "lerp": _digits(9)}, [i / 8 for i in range(9)], 0.5,
+        {"slerp": (np.linspace(0, 1, 101), np.full(101, 6.5)),
+         "lerp": (np.linspace(0, 1, 101), 6.5 * np.sqrt(1 - 2 * np.linspace(0, 1, 101) * np.linspace(1, 0, 101)))},
+        8.0, title="#3: a 3 → #8: a 8, w = 0.5: |x_T| = 6.68 with slerp, 4.48 with lerp (√d = 8); 50 DDIM steps each "
+                   "way"),
     "waveform_figure": lambda: plotting.waveform_figure(_waves(4), 8000, titles=[f"example {i}" for i in range(4)],
                                                         ms=20),
     "waveform_noising_figure": lambda: plotting.waveform_noising_figure(

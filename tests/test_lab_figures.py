@@ -13,11 +13,11 @@ The notebooks' own matplotlib figures (inline PNGs, drawn with the style's rcPar
 dpi, i.e. 16 px at natural width) must not be upscaled either, nor shrunk below 3/4 of their natural width (where
 12 pt would fall under 12 px).
 
-The first widget of each notebook (and 07's training monitor: the 11 main widgets) is photographed at 1024x768
-into $SCREENSHOT_DIR (default build/screenshots/) as ``lab_widget_NN_name.png``, with ``lab_widgets_1920.png``
-(the page at 1920x1080) and the measurements in ``lab_figures.json``; ``FIGURE_DIR=path`` also saves every figure
-there. Marked ``browser``; skips where Chromium, Playwright or JupyterLab is missing (tests/test_lab_e2e.py says
-which).
+The first widget of each notebook (and 07's training monitor, 10's sampler explorer: the 12 main widgets) is
+photographed at 1024x768 into $SCREENSHOT_DIR (default build/screenshots/) as ``lab_widget_NN_name.png``, with
+``lab_widgets_1920.png`` (the page at 1920x1080) and the measurements in ``lab_figures.json``; ``FIGURE_DIR=path``
+also saves every figure there. Marked ``browser``; skips where Chromium, Playwright or JupyterLab is missing
+(tests/test_lab_e2e.py says which).
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ NOTEBOOKS = ["01_forward_noising", "02_reverse_process", "03_loss", "04_learned_
              "06_importance_sampling", "07_unet", "08_classifier_guidance", "09_fid",
              "10_fast_sampling_and_likelihood", "11_beyond_images"]
 NO_WIDGET = {"03_loss"}  # its figures are inline only
-MAIN = {"07_unet": 2}  # how many widgets of a notebook to photograph (default 1: its first)
+MAIN = {"07_unet": 2, "10_fast_sampling_and_likelihood": 2}  # how many widgets of a notebook to photograph
+# (default 1: its first; 10's first is the latent interpolation, its second the sampler explorer)
 LAYOUTS = [  # (name, viewport, file browser open)
     ("1024x768, file browser open", (1024, 768), True),
     ("1024x768, file browser closed", (1024, 768), False),

@@ -93,6 +93,72 @@ def test_display(explorer, monkeypatch):
     assert shown == [explorer.widget] and list(explorer.widget.children[0].children) == explorer.controls
 
 
+# ---------------------------------------------------------------------- 10: mixing two digits through their latents
+class TinyEps(torch.nn.Module):
+    """A cheap eps-model: a fixed function of x and t."""
+
+    def forward(self, x, t):
+        return torch.tanh(0.3 * x + t.float().reshape(-1, 1, 1, 1) / 100)
+
+
+@pytest.fixture
+def interp():
+    from ddpm_lite import GaussianDiffusion, get_betas
+
+    images = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return widgets.LatentInterpolationExplorer(TinyEps(), GaussianDiffusion(get_betas("cosine", 40)), images,
+                                               labels=[3, 8, 1, 7], steps=8)
+
+
+def test_interpolation_defaults(interp):
+    from ddpm_lite.course.fast_sampling import ddim_decode, ddim_encode, slerp
+
+    assert interp.renders == 1 and interp.image.value[:8] == PNG and interp.decodes == 1
+    assert [type(c) for c in interp.controls] == [W.Dropdown, W.Dropdown, W.SelectionSlider]
+    assert (interp.first.value, interp.second.value, interp.weight.value) == (0, 1, 0.5)
+    assert interp.first.label == "#0: a 3" and list(interp.weight.options) == [
+        ("0", 0.0), ("0.125", 0.125), ("0.25", 0.25), ("0.375", 0.375), ("0.5", 0.5), ("0.625", 0.625),
+        ("0.75", 0.75), ("0.875", 0.875), ("1", 1.0)]
+    assert interp.titles[0].startswith("#0: a 3 → #1: a 8, w = 0.5: |x_T| = ")
+    torch.testing.assert_close(interp.latents, ddim_encode(interp.model, interp.diffusion, interp.images, 8))
+    mixes = interp.mixes()
+    torch.testing.assert_close(mixes["slerp"][4], slerp(interp.latents[:1], interp.latents[1:2], 0.5)[0])
+    torch.testing.assert_close(mixes["lerp"][4], (interp.latents[0] + interp.latents[1]) / 2)
+    decoded = interp.decoded()
+    torch.testing.assert_close(decoded["lerp"], ddim_decode(interp.model, interp.diffusion, mixes["lerp"], 8),
+                               atol=1e-5, rtol=1e-5)
+    assert interp.png_info["width_px"] <= 768 and interp.image.layout.max_width == "100%"
+    assert interp.image.width == str(interp.png_info["width_px"])  # natural width
+    from ddpm_lite.course import style
+
+    assert not style.check(interp.fig)
+
+
+def test_interpolation_weight_redraws_without_decoding(interp):
+    before = interp.image.value
+    interp.weight.value = 0.125
+    assert interp.renders == 2 and interp.decodes == 1 and interp.image.value != before
+    norms = interp.norms()
+    assert interp.titles[0] == (f"#0: a 3 → #1: a 8, w = 0.125: |x_T| = {norms['slerp'][1][12]:.2f} with slerp, "
+                                f"{norms['lerp'][1][12]:.2f} with lerp (√d = 8); 8 DDIM steps each way")
+    assert norms["lerp"][1][50] < norms["slerp"][1][50]  # the linear midpoint is shorter
+
+
+def test_interpolation_pair_decoded_once(interp):
+    interp.second.value = 3
+    assert interp.decodes == 2 and interp.titles[0].startswith("#0: a 3 → #3: a 7")
+    interp.second.value = 1
+    assert interp.decodes == 2  # kept from the first view
+    interp.first.value = interp.second.value = 2  # the same digit twice: every mix is its own latent
+    torch.testing.assert_close(interp.mixes()["slerp"], interp.latents[2].expand(9, 1, 8, 8))
+
+
+def test_interpolation_figures_are_closed(interp):
+    open_before = set(plt.get_fignums())
+    interp.weight.value = 1.0
+    assert set(plt.get_fignums()) == open_before
+
+
 # ---------------------------------------------------------------------- 11: the forward process on a waveform
 @pytest.fixture
 def wave_explorer():

@@ -83,6 +83,15 @@ def test_constructor_arguments_out_of_their_options(small, trajectories, sweep, 
         widgets.FastSamplingExplorer(sweep, sampler="PLMS")
     with refused("FastSamplingExplorer: steps = 1000 is not accepted; steps takes one of 10, 25, 100"):
         widgets.FastSamplingExplorer(sweep, sampler="DDIM η=0", steps=1000)
+    images = torch.zeros(3, 1, 8, 8)
+    diffusion = GaussianDiffusion(get_betas("cosine", 10))
+    with refused("LatentInterpolationExplorer: weight = 0.3 is not accepted; weight takes one of 0.0, 0.125, 0.25, "
+                 "0.375, 0.5, 0.625, 0.75, 0.875, 1.0"):
+        widgets.LatentInterpolationExplorer(None, diffusion, images, weight=0.3)  # refused before any network call
+    with refused("LatentInterpolationExplorer: second = 3 is not accepted; second takes one of 0, 1, 2"):
+        widgets.LatentInterpolationExplorer(None, diffusion, images, second=3)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        widgets.LatentInterpolationExplorer(None, diffusion, images[:1])
 
 
 def test_constructor_arguments_out_of_their_range(small, trajectories):
@@ -173,6 +182,20 @@ def test_a_selection_slider_set_to_an_unknown_value_is_refused(guided):
     with refused("GuidanceExplorer: label = 9 is not accepted; label takes one of 0, 1, 2, 3"):
         explorer.label.value = 9
     assert (explorer.scale.value, explorer.label.value, explorer.renders) == (2.0, 1, 1)
+
+
+def test_the_interpolation_refuses_a_weight_or_digit_it_has_not():
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    explorer = widgets.LatentInterpolationExplorer(Zero(), GaussianDiffusion(get_betas("cosine", 10)),
+                                                   torch.rand(3, 1, 8, 8) * 2 - 1, steps=2)
+    with refused("LatentInterpolationExplorer: weight = 0.6 is not accepted; weight takes one of 0.0, 0.125"):
+        explorer.weight.value = 0.6
+    with refused("LatentInterpolationExplorer: first = -1 is not accepted; first takes one of 0, 1, 2"):
+        explorer.first.value = -1
+    assert (explorer.weight.value, explorer.first.value, explorer.renders) == (0.5, 0, 1)
 
 
 def test_a_preset_set_to_an_unknown_name_is_refused():

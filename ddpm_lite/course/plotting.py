@@ -70,7 +70,7 @@ __all__ = [
     "fid_explorer_figure", "feature_gaussians_figure", "fid_floor_figure", "fid_is_figure",
     # 10 fast sampling and likelihood
     "SAMPLER_COLORS", "draw_fid_vs_steps", "draw_speed_vs_steps", "sampling_sweep_figure", "same_noise_figure",
-    "variance_gap_figure",
+    "variance_gap_figure", "inversion_figure", "latent_interpolation_figure",
     # 11 beyond images
     "draw_waveform", "draw_spectrogram", "waveform_figure", "waveform_noising_figure", "waveform_explorer_figure",
 ]
@@ -1258,7 +1258,8 @@ def fid_is_figure(sets, n_show: int = 24, ncol: int = 6, figsize=(8.0, 5.2)):
 # ======================================================================================================================
 # 10 fast sampling and likelihood: FID and speed against the number of steps
 # ======================================================================================================================
-SAMPLER_COLORS = {"ancestral": "tab:blue", "DDIM η=0": "tab:orange", "DDIM η=1": "tab:green"}
+SAMPLER_COLORS = {"ancestral": "tab:blue", "DDIM η=0": "tab:orange", "DDIM η=1": "tab:green",
+                  "DPM-Solver++(2M)": "tab:red"}
 
 
 def _sweep_points(sweep, sampler: str):
@@ -1393,6 +1394,80 @@ def same_noise_figure(sweep, samplers: Sequence[str] = ("ancestral", "DDIM η=0"
             right = ax.secondary_yaxis("right")
             right.set_yticks(centres, [f"{a:.0%}" for a in agreement[sampler]])
             right.set_ylabel(f"same class as at {steps[-1]}")
+    return fig
+
+
+def _image_rows(ax, rows: Mapping[str, torch.Tensor], col_labels: Sequence[str] | None = None) -> int:
+    """Rows of images ({label: (N, C, H, W)}, the same N) on one axes, each row labelled at the left; returns the
+    image height (for placing marks)."""
+    from ..images import make_grid
+
+    rows = {k: torch.as_tensor(v).detach().float().cpu() for k, v in rows.items()}
+    n = len(next(iter(rows.values())))
+    ax.imshow(make_grid(torch.cat(list(rows.values())), ncol=n), cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    h, w = next(iter(rows.values())).shape[-2:]
+    ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))], list(rows))
+    if col_labels is not None:
+        ax.set_xticks([1 + c * (w + 1) + (w - 1) / 2 for c in range(n)], list(col_labels))
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    return h
+
+
+def inversion_figure(rms: Mapping[int, float], originals, reconstructions: Mapping[int, torch.Tensor],
+                     figsize=(8.0, 3.4)):
+    """DDIM inversion (x_0 -> x_T -> x_0): left, the RMS error of the round trip against the number of steps each
+    way (log-log; one 8-bit grey level, 2/255, dashed); right, ``originals`` above their reconstructions at each
+    step count of ``reconstructions`` ({steps: images})."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.25])
+    ks = sorted(rms)
+    a0.plot(ks, [rms[k] for k in ks], "o-", ms=5, color="tab:orange", label="round trip")
+    a0.axhline(2 / 255, color="k", ls="--", lw=1, label="one grey level (2/255)")
+    a0.set_xscale("log"), a0.set_yscale("log")
+    plain_ticks(a0.xaxis, ks)
+    plain_ticks(a0.yaxis)
+    a0.set_xlabel("DDIM steps each way")
+    a0.set_ylabel("RMS error (data in [-1, 1])")
+    a0.set_title("x₀ → x_T → x₀")
+    a0.grid(alpha=0.3, which="both")
+    a0.legend()
+    rows = {"original": originals, **{f"{k} steps": reconstructions[k] for k in sorted(reconstructions)}}
+    _image_rows(a1, rows)
+    a1.set_title("decoded from their own x_T")
+    return fig
+
+
+def latent_interpolation_figure(paths: Mapping[str, torch.Tensor], weights: Sequence[float], current: float,
+                                norms: Mapping[str, tuple] | None = None, reference_norm: float | None = None,
+                                title: str | None = None, figsize=(8.0, 3.6)):
+    """Two digits mixed through their DDIM latents: ``paths`` ({"slerp": images, "lerp": images}, one image per
+    weight of ``weights``) as rows, the column of the ``current`` weight framed in red; right, when ``norms`` =
+    {label: (weights, |x_T| of the mix)} is given, the norm of the mixed latent against the weight, with
+    ``reference_norm`` (sqrt(d), a Gaussian's) dashed and the current weight marked."""
+    fig, axes = plt.subplots(1, 2 if norms else 1, figsize=figsize, layout="constrained", squeeze=False,
+                             width_ratios=[2.1, 1] if norms else None)
+    a0 = axes[0, 0]
+    h = _image_rows(a0, paths, [f"{w:g}" for w in weights])
+    a0.set_xlabel("mixing weight w (0: first digit, 1: second)")
+    col = int(np.argmin(np.abs(np.asarray(weights, dtype=float) - current)))
+    a0.add_patch(plt.Rectangle((col * (h + 1), 0), h + 1, len(paths) * (h + 1), fill=False, ec="red", lw=2.5))
+    if title is not None:
+        fig.suptitle(title, wrap=True)
+    if norms:
+        a1 = axes[0, 1]
+        for (label, (ws, ns)), style_ in zip(norms.items(), ["-", "--"]):
+            a1.plot(ws, ns, style_, lw=2, label=label, color={"slerp": "tab:orange", "lerp": "tab:blue"}.get(label))
+        if reference_norm is not None:
+            a1.axhline(reference_norm, color="k", ls=":", lw=1, label=f"√d = {reference_norm:g}")
+        a1.axvline(current, color="red", lw=1.5)
+        a1.set_ylim(0, None)
+        a1.set_xlabel("w")
+        a1.set_ylabel("|x_T| of the mix")
+        a1.set_title("the latent's norm")
+        a1.grid(alpha=0.3)
+        a1.legend(loc="lower center")
     return fig
 
 

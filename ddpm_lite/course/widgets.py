@@ -30,6 +30,7 @@ The module reads in the order of the notebooks, after the machinery every widget
 08  ``GuidanceExplorer``                guided samples and the trade-off curves against the guidance scale
 09  ``FIDExplorer``                     FID of real images spoiled on purpose
 10  ``FastSamplingExplorer``            samples, FID and speed against the number of sampling steps
+10  ``LatentInterpolationExplorer``     two digits mixed through their DDIM latents: slerp against lerp
 11  ``WaveformNoisingExplorer``         the forward process on a waveform, with sound
 ==  ==================================  ================================================================================
 """
@@ -50,7 +51,7 @@ from . import plotting, sound, style
 __all__ = ["FigureWidget", "InvalidValue", "ForwardNoisingExplorer", "SamplingTrajectoryExplorer", "ScoreFieldExplorer",
            "VarianceExplorer",
            "ScheduleExplorer", "LiveLossPlot", "UNetExplorer", "TrainingMonitor", "GuidanceExplorer", "FIDExplorer",
-           "FastSamplingExplorer", "WaveformNoisingExplorer"]
+           "FastSamplingExplorer", "LatentInterpolationExplorer", "WaveformNoisingExplorer"]
 
 SCHEDULES = ("linear", "cosine")
 CLEAR_DIGIT = 3  # the training digit the explorers show: a clear 3 (picked after looking at the first 40)
@@ -685,6 +686,82 @@ class FastSamplingExplorer(FigureWidget):
 
     def figure(self):
         return plotting.sampling_sweep_figure(self.sweep, self.sampler.value, self.steps.value, n_show=self.n_show)
+
+
+class LatentInterpolationExplorer(FigureWidget):
+    """Two digits mixed through their DDIM latents (DDIM inversion, :func:`~ddpm_lite.course.fast_sampling.
+    ddim_encode`): x_T of each, mixed with weight w by :func:`~ddpm_lite.course.fast_sampling.slerp` (top row) and by
+    the linear mix (bottom row), decoded by DDIM (``eta`` = 0) on the same ``steps`` respaced steps; right, the
+    norm of the mixed latent against w, with sqrt(d) (a Gaussian x_T's norm) dotted.
+
+    ``images`` (N, C, H, W) in [-1, 1] are encoded once, here (``steps`` network calls); each pair of digits is
+    decoded once at the ``weights`` (2 x 9 images, ``steps`` calls) and kept. Controls: ``first`` and ``second``
+    (Dropdowns over the images, by index, labelled with ``labels`` when given) and ``weight`` (SelectionSlider
+    over ``weights``, 0 to 1 in eighths).
+    """
+
+    WEIGHTS = tuple(i / 8 for i in range(9))
+
+    def __init__(self, model, diffusion, images, labels=None, steps: int = 50, first: int = 0, second: int = 1,
+                 weight: float = 0.5, device=None):
+        from .fast_sampling import ddim_encode
+
+        self.images = torch.as_tensor(images).detach().float().cpu()
+        if self.images.ndim != 4 or len(self.images) < 2:
+            raise ValueError(f"images must be a batch (N, C, H, W) of at least 2 images, got shape "
+                             f"{tuple(self.images.shape)}")
+        labels = None if labels is None else [int(v) for v in torch.as_tensor(labels).reshape(-1)]
+        names = [f"#{i}" + (f": a {labels[i]}" if labels is not None else "") for i in range(len(self.images))]
+        options = list(zip(names, range(len(self.images))))
+        self.first = self._choice("first", options, first, description="from")
+        self.second = self._choice("second", options, second, description="to")
+        self.weight = self._choice("weight", [(f"{w:g}", w) for w in self.WEIGHTS], weight, W.SelectionSlider,
+                                   description="w", continuous_update=False, layout=W.Layout(width="320px"))
+        self.model, self.diffusion, self.steps, self.device = model, diffusion, int(steps), device
+        self.latents = ddim_encode(model, diffusion, self.images, self.steps, device)
+        self.dim = self.latents[0].numel()
+        self._decoded: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self.decodes = 0  # how many pairs were decoded (each: steps network calls)
+        super().__init__([self.first, self.second, self.weight])
+
+    def mixes(self, first: int | None = None, second: int | None = None, weights=None) -> dict[str, torch.Tensor]:
+        """{"slerp": latents, "lerp": latents}: the mixes of the two digits' x_T at ``weights`` (default the
+        slider's)."""
+        from .fast_sampling import lerp, slerp
+
+        a = self.latents[self.first.value if first is None else first]
+        b = self.latents[self.second.value if second is None else second]
+        w = torch.as_tensor(self.WEIGHTS if weights is None else weights, dtype=a.dtype).reshape(-1)
+        a, b = a.expand(len(w), *a.shape), b.expand(len(w), *b.shape)
+        return {"slerp": slerp(a, b, w), "lerp": lerp(a, b, w)}
+
+    def decoded(self) -> dict[str, torch.Tensor]:
+        """{"slerp": images, "lerp": images} at the slider's weights for the current pair (decoded once per pair)."""
+        from .fast_sampling import ddim_decode
+
+        key = (self.first.value, self.second.value)
+        if key not in self._decoded:
+            mixes = self.mixes()
+            both = ddim_decode(self.model, self.diffusion, torch.cat([mixes["slerp"], mixes["lerp"]]), self.steps,
+                               self.device)
+            self._decoded[key] = {"slerp": both[: len(self.WEIGHTS)], "lerp": both[len(self.WEIGHTS):]}
+            self.decodes += 1
+        return self._decoded[key]
+
+    def norms(self, first: int | None = None, second: int | None = None, points: int = 101) -> dict[str, tuple]:
+        """{"slerp": (w, |x_T|), "lerp": (w, |x_T|)} on ``points`` weights from 0 to 1."""
+        w = torch.linspace(0, 1, points)
+        return {k: (w.numpy(), v.flatten(1).norm(dim=1).numpy()) for k, v in self.mixes(first, second, w).items()}
+
+    def figure(self):
+        w = self.weight.value
+        norms = self.norms()
+        i = int(round(w * (len(norms["slerp"][0]) - 1)))
+        title = (f"{self.first.label} → {self.second.label}, w = {w:g}: |x_T| = {norms['slerp'][1][i]:.2f} with "
+                 f"slerp, {norms['lerp'][1][i]:.2f} with lerp (√d = {math.sqrt(self.dim):g}); {self.steps} DDIM "
+                 f"steps each way")
+        return plotting.latent_interpolation_figure(self.decoded(), self.WEIGHTS, w, norms, math.sqrt(self.dim),
+                                                    title=title)
 
 
 # ======================================================================================================================
