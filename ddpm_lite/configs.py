@@ -16,9 +16,10 @@ range (``model.hidden=0``, ``lr=nan``) and its consistency with the others (an M
 Presets: ``digits`` (unconditional U-Net, learned variances with the hybrid loss, cosine schedule; Improved
 DDPM), ``digits_cond`` (class-conditional, labels dropped with probability 0.1 for classifier-free guidance),
 ``digits_classifier`` (the noisy-image classifier for classifier guidance; Dhariwal & Nichol 2021) and ``toy``
-(an MLP on a 2-D toy distribution); for a CPU, ``digits16`` and ``digits28`` (the digits upsampled); for one GPU
-(minutes on a Colab T4), ``mnist``, ``fashion_mnist`` and ``cifar10`` (:data:`GPU_PRESETS`; their sizes, FLOPs
-and times are in docs/gpu.md). :func:`choose_preset` picks the GPU preset when CUDA and the data are there.
+(an MLP on a 2-D toy distribution); for a CPU, ``digits_fast`` (the digits recipe tuned for minutes of CPU),
+``digits16`` and ``digits28`` (the digits upsampled); for one GPU (minutes on a Colab T4), ``mnist``,
+``fashion_mnist`` and ``cifar10`` (:data:`GPU_PRESETS`; their sizes, FLOPs and times are in docs/gpu.md).
+:func:`choose_preset` picks the GPU preset when CUDA and the data are there.
 """
 from __future__ import annotations
 
@@ -499,6 +500,14 @@ def _digits() -> ExperimentConfig:
                             grad_clip=1.0, steps=2000, save_every=250)
 
 
+def _digits_fast() -> ExperimentConfig:
+    """The digits recipe for a CPU budget of minutes (bench/time_to_quality.py; docs/benchmarks.md, "Time to
+    quality"): the same model and diffusion, without dropout (a run of a few thousand steps does not overfit),
+    lr 1e-3 warmed up over 100 steps, and the mse term weighted by Min-SNR-5 (Hang et al. 2023)."""
+    return _digits().override({"name": "digits_fast", "model.dropout": 0.0, "lr": 1e-3, "lr_warmup": 100,
+                               "min_snr_gamma": 5.0})
+
+
 def _digits_cond() -> ExperimentConfig:
     """The same, class-conditional; labels are dropped to the null label 10% of the time, so the one model is
     both p(x | y) and p(x) for classifier-free guidance."""
@@ -553,10 +562,10 @@ def _cifar10() -> ExperimentConfig:
 
 
 _PRESETS = {"digits": _digits, "digits_cond": _digits_cond, "digits_classifier": _digits_classifier, "toy": _toy,
-            "digits16": _digits16, "digits28": _digits28, "mnist": _mnist, "fashion_mnist": _fashion_mnist,
-            "cifar10": _cifar10}
+            "digits_fast": _digits_fast, "digits16": _digits16, "digits28": _digits28, "mnist": _mnist,
+            "fashion_mnist": _fashion_mnist, "cifar10": _cifar10}
 GPU_PRESETS = ("mnist", "fashion_mnist", "cifar10")  # sized for one GPU: minutes on a Colab T4
-CPU_PRESETS = ("digits", "digits16", "digits28")  # sized for a laptop CPU, on the embedded digits (no download)
+CPU_PRESETS = ("digits", "digits_fast", "digits16", "digits28")  # for a laptop CPU, on the embedded digits
 
 
 # --------------------------------------------------------------------------- how fast it runs

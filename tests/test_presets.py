@@ -61,7 +61,7 @@ def as_gpu(monkeypatch):
 
 def test_preset_lists():
     assert GPU_PRESETS == ("mnist", "fashion_mnist", "cifar10")
-    assert CPU_PRESETS == ("digits", "digits16", "digits28")
+    assert CPU_PRESETS == ("digits", "digits_fast", "digits16", "digits28")
     assert set(GPU_PRESETS + CPU_PRESETS) <= set(configs.preset_names())
     assert configs.preset_names()[:4] == ["digits", "digits_cond", "digits_classifier", "toy"]
 
@@ -84,6 +84,17 @@ def test_preset_contents(name, data, unet, batch, steps, millions):
     assert cfg.sample_shape == configs.DATA_SHAPES[data]
     assert params(cfg) / 1e6 == pytest.approx(millions, abs=0.01)
     assert cfg.mixed_precision == "auto" and cfg.channels_last is None and cfg.torch_compile is False
+
+
+def test_digits_fast_is_the_digits_recipe_tuned_for_minutes():
+    """digits_fast differs from digits only in what bench/time_to_quality.py tuned (docs/benchmarks.md)."""
+    fast, digits = ExperimentConfig.preset("digits_fast"), ExperimentConfig.preset("digits")
+    changed = {k for k, v in fast.to_dict().items() if v != digits.to_dict()[k]}
+    assert changed == {"name", "model", "lr", "lr_warmup", "min_snr_gamma"}
+    assert fast.model == UNetConfig.preset("digits8", learn_sigma=True, dropout=0.0)
+    assert (fast.lr, fast.lr_warmup, fast.min_snr_gamma) == (1e-3, 100, 5.0)
+    assert fast.diffusion == digits.diffusion and fast.data == "digits"
+    assert "digits_fast" in str(choose_preset("mnist", "digits_fast", device="cpu"))
 
 
 def test_with_data_sizes_cifar10_for_minutes():
