@@ -91,6 +91,9 @@ class Profile:
     variance_fit_images: int = 256  # test digits of the v(t) / v*(t) fit
     variance_paper_chains: tuple[int, ...] = (1000,)  # T where the paper's hybrid loss is trained and sampled too
     variance_long_chains: tuple[int, ...] = (1000,)  # T where the long step counts are sampled
+    variance_variants: tuple[str, ...] | None = None  # the VARIANTS sampled (None: all)
+    variance_job_per_seed: bool = False  # one sampling job per (T, variant, seed), seed-major: finer, and every
+    # variant has its first seeds done before any has its last
 
 
 PROFILES = {
@@ -104,6 +107,18 @@ PROFILES = {
                     variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=1000,
                     variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100), variance_long_steps=(250, 1000),
                     variance_long_seeds=(0,)),
+    # claim 2 on 2 busy shared cores, with the full profile's trained models (--claims 2 --work runs/claims-full
+    # --reuse): the full profile's 1,000 samples x 3 seeds x (25 + 50 + 100 steps) x 15 variants, plus the long
+    # steps, is ~10,000 network calls of batch 1,000, hours of CPU time; this is a third of the samples per seed
+    # (1,002 paired samples per cell over the seeds), the paper's comparisons (learned, fixed beta~ and beta with
+    # L_simple, DDIM; the paper's own hybrid loss at T = 1000), no long step counts
+    "full-lite": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
+                         fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
+                         guidance_steps=50,
+                         variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
+                         variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
+                         variance_variants=("learned", "learned-paper", "simple-small", "simple-large", "ddim"),
+                         variance_job_per_seed=True),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
@@ -237,7 +252,8 @@ def variance_models(profile: Profile, T: int) -> tuple[str, ...]:
 
 
 def variance_variants(profile: Profile, T: int) -> tuple[str, ...]:
-    return tuple(v for v in VARIANTS if v != "learned-paper" or T in profile.variance_paper_chains)
+    return tuple(v for v in VARIANTS if (v != "learned-paper" or T in profile.variance_paper_chains)
+                 and (profile.variance_variants is None or v in profile.variance_variants))
 
 
 class VPreconditionedDiffusion:
@@ -472,8 +488,10 @@ def variance_floor(profile: Profile, data: str = "digits") -> list[float]:
             for seed in profile.variance_seeds]
 
 
-def fit_variance_models(profile: Profile, work: Path, data: str = "digits", device: str = "cpu") -> dict:
-    """The variance fit of each trained hybrid model on the test images (saved for the oracle), as dicts."""
+def fit_variance_models(profile: Profile, work: Path, data: str = "digits", device: str = "cpu",
+                        reuse: bool = False) -> dict:
+    """The variance fit of each trained hybrid model on the test images (saved for the oracle), as dicts.
+    ``reuse``: read a fit saved after its model was (with as many images) instead of computing it again."""
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics.variance import variance_fit
 
@@ -481,6 +499,12 @@ def fit_variance_models(profile: Profile, work: Path, data: str = "digits", devi
     fits = {}
     for T in profile.variance_chains:
         for kind in (k for k in variance_models(profile, T) if k != "simple"):
+            path = _fit_path(work, kind, T)
+            if reuse and path.exists() and path.stat().st_mtime > _model_path(work, kind, T).stat().st_mtime:
+                fit = json.loads(path.read_text())
+                if fit.get("num_images") == len(images):
+                    fits[f"{kind}-T{T}"] = fit
+                    continue
             model, diffusion = load_variance_model(work, kind, T, device)
             fit = variance_fit(model, diffusion, images).to_dict()
             _fit_path(work, kind, T).write_text(json.dumps(fit))
@@ -501,7 +525,12 @@ def variance_sampling_jobs(profile: Profile, work: Path, data: str = "digits", d
                         seed in profile.variance_long_seeds:
                     steps += tuple(profile.variance_long_steps)
                 plan.append((seed, steps))
-            jobs.append(("vsample", T, variant, tuple(plan), profile, work, data, device))
+            if profile.variance_job_per_seed:
+                jobs += [("vsample", T, variant, (seed_steps,), profile, work, data, device) for seed_steps in plan]
+            else:
+                jobs.append(("vsample", T, variant, tuple(plan), profile, work, data, device))
+    if profile.variance_job_per_seed:  # seed-major (the sort is stable), longest first within a seed
+        return sorted(jobs, key=lambda job: (job[3][0][0], -sum(job[3][0][1])))
     return sorted(jobs, key=lambda job: -sum(sum(steps) for _, steps in job[3]))
 
 
@@ -669,6 +698,8 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
         lines += ["", f"#### T = {T}: FID (mean ± sd over seeds; n = seeds)", "",
                   "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
         for variant, label in VARIANTS.items():
+            if variant not in table:
+                continue
             cells = []
             for k in steps:
                 values = list(table.get(variant, {}).get(k, {}).values())
@@ -678,7 +709,7 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
                       "seeds, paired t-test p)", "",
                   "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
         for variant, label in VARIANTS.items():
-            if variant == "learned":
+            if variant == "learned" or variant not in table:
                 continue
             cells = []
             for k in steps:
@@ -894,7 +925,7 @@ def main(argv=None) -> None:
         results = _run(pool, jobs, log)
     variance = None
     if 2 in claims:
-        fits = fit_variance_models(profile, work, data, device)
+        fits = fit_variance_models(profile, work, data, device, reuse=args.reuse)
         sampling = variance_sampling_jobs(profile, work, data, device)
         print(f"claim 2: {len(sampling)} sampling jobs", flush=True)
         with context.Pool(args.workers) as pool:  # the workers live on (no import per job)

@@ -79,6 +79,33 @@ def test_variance_table_reads_results_and_their_json():
     assert claims.variance_table(json.loads(json.dumps(results)), 1000) == expected
 
 
+def test_variance_jobs_of_a_profile_with_chosen_variants_one_job_per_seed(tmp_path):
+    profile = claims.PROFILES["full-lite"]
+    jobs = claims.variance_sampling_jobs(profile, tmp_path)
+    wanted = {(T, v) for T in profile.variance_chains for v in claims.variance_variants(profile, T)}
+    assert {(job[1], job[2]) for job in jobs} == wanted
+    assert "oracle" not in claims.variance_variants(profile, 1000)
+    assert "learned-paper" not in claims.variance_variants(profile, 4000)
+    assert len(jobs) == len(wanted) * len(profile.variance_seeds)
+    seeds = [job[3][0][0] for job in jobs]  # one (seed, steps) per job, seed-major
+    assert all(len(job[3]) == 1 for job in jobs) and seeds == sorted(seeds)
+    # the full profile: every variant, one job for all its seeds
+    full = claims.variance_sampling_jobs(claims.PROFILES["full"], tmp_path)
+    assert {job[2] for job in full} == set(claims.VARIANTS) and all(len(job[3]) == 3 for job in full)
+
+
+def test_saved_config_predating_a_new_field_is_the_same_config():
+    from ddpm_lite.configs import ExperimentConfig
+
+    config = ExperimentConfig.preset("digits", seed=0)
+    saved = config.to_dict()
+    assert claims._same_config(saved, config)
+    # a file written before the field "steps" existed: it counts as its default (the preset's value here)
+    assert claims._same_config({k: v for k, v in saved.items() if k != "steps"}, config)
+    assert not claims._same_config(dict(saved, steps=saved["steps"] + 1), config)
+    assert not claims._same_config(dict(saved, unknown=1), config)
+
+
 def test_v_preconditioned_loss_reweights_only_the_variance_term():
     """vb of step t is (1 / delta_t^2) times the library's vb computed with the clipped x_0; the eps term is the
     library's; delta_t = log(beta_t / beta~_t) from the betas in float64."""
