@@ -178,6 +178,9 @@ EXAMPLES = {
     "fid_is_figure": lambda: plotting.fid_is_figure(
         {"real": (_digits(36), 1.38, 7.39), "5 classes dropped": (_digits(36), 39.8, 4.22),
          "one digit per class": (_digits(36), 14.64, 7.60), "noise σ=0.5": (_digits(36), 12.43, 3.37)}),
+    "fid_is_figure (spread within a class)": lambda: plotting.fid_is_figure(
+        {"test digits": (_digits(36), 0.0, 7.14, 10.88), "w = 0": (_digits(36), 1.15, 6.84, 11.03),
+         "w = 1": (_digits(36), 1.47, 7.50, 7.58), "w = 3": (_digits(36), 1.62, 7.45, 7.79)}, n_show=20, ncol=5),
     "variance_fit_figure": lambda: plotting.variance_fit_figure(_variance_fits()),
     "variance_gap_figure": lambda: plotting.variance_gap_figure(
         _cosine(), {f"{k} steps": respace(_cosine(), k) for k in (10, 25, 50, 100)},

@@ -23,7 +23,7 @@ the figure machinery                  schedules by name, images to display, the 
 07 U-Net                              the timestep embedding, the U-Net diagram, training progress
 08 guidance                           the fidelity / diversity trade-off
 09 FID                                FID of spoiled images, the features' Gaussians, the floor by sample
-                                      count, FID against an Inception-style score
+                                      count, FID against the Inception Score
 10 fast sampling and likelihood       FID and speed against the number of steps, where a learned variance
                                       matters, one x_T through every step count
 11 beyond images                      waveforms and spectrograms
@@ -1228,21 +1228,26 @@ def fid_floor_figure(sizes, fids, label: str = "real images", reference: str = "
 
 
 def fid_is_figure(sets, n_show: int = 24, ncol: int = 6, figsize=(8.0, 5.2)):
-    """What FID sees and an Inception-style score does not: a grid of each image set, then bars of both numbers.
+    """What FID sees and the Inception Score does not: a grid of each image set, then bars of both numbers.
 
-    ``sets``: {label: (images (N, C, H, W) in [-1, 1], FID, score)}; the first ``n_show`` images of each are drawn,
-    ``ncol`` to a row; the first set (real images) is drawn in grey.
+    ``sets``: {label: (images (N, C, H, W) in [-1, 1], FID, IS)} or {label: (images, FID, IS, spread)}, the
+    spread within a class as a third panel; the first ``n_show`` images of each are drawn, ``ncol`` to a row; the
+    first set (real images) is drawn in grey.
     """
     labels = list(sets)
+    panels = [(1, "FID against the test digits\n(lower is better)"),
+              (2, "digits Inception Score\n(higher counts as better)")]
+    if all(len(v) > 3 for v in sets.values()):
+        panels.append((3, "spread within a class\n(digits features)"))
     fig = plt.figure(figsize=figsize, layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.2])
     grids = top.subplots(1, len(labels), squeeze=False)[0]
     for ax, label in zip(grids, labels):
         draw_grid(ax, sets[label][0][:n_show], ncol=ncol, title=label)
-    ax_fid, ax_is = bottom.subplots(1, 2, sharey=True)
+    axes = bottom.subplots(1, len(panels), sharey=True)
+    ax_fid = axes[0]
     y = np.arange(len(labels))
-    for ax, k, xlabel in ((ax_fid, 1, "FID against the test digits\n(lower is better)"),
-                          (ax_is, 2, "Inception-style score\n(higher counts as better)")):
+    for ax, (k, xlabel) in zip(axes, panels):
         values = [sets[label][k] for label in labels]
         ax.barh(y, values, color=["tab:gray"] + ["tab:blue"] * (len(labels) - 1))
         for i, v in enumerate(values):

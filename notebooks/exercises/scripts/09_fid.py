@@ -36,16 +36,19 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from ddpm_lite import respace
 from ddpm_lite.course import plotting
 from ddpm_lite.course.evaluate import add_noise, degrade
 from ddpm_lite.course.exercises import check_frechet_distance, check_frechet_distance_diag, hint  # noqa: F401 - hint() on request
 from ddpm_lite.course.widgets import FIDExplorer
 from ddpm_lite.data import load_dataset
+from ddpm_lite.guidance import ClassifierFreeGuidance
 from ddpm_lite.metrics import (
     digits_feature_net_note,
     extract_features,
     feature_statistics,
     fid_from_features,
+    inception_score,
     load_digits_feature_net,
 )
 from ddpm_lite.pretrained import load_pretrained
@@ -208,27 +211,20 @@ assert fids["drop"][1] > 0.7 > fids["drop"][2]  # dropped classes: precision sta
 # wrong statistics that are still classified confidently, artefacts that do not change the label. Dropping whole
 # classes is not the difference: it makes $p(y)$ less varied and lowers IS as well.
 #
-# Below, the same formula with our digits classifier in place of Inception-v3, on the 360 real digits of the
-# explorer and three damaged versions. One of them is a "model" that draws **one digit per class**: each class's
-# first training digit, 36 times over.
+# Below, the package's `inception_score` (computed as the reference evaluator of "Diffusion Models Beat GANs" does)
+# with our digits network as the classifier in place of Inception-v3: a **digits IS**, between 1 and 10. It scores
+# the 360 real digits of the explorer and three damaged versions. One of them is a "model" that draws **one digit
+# per class**: each class's first training digit, 36 times over.
 
 # %% slideshow={"slide_type": "slide"}
-@torch.no_grad()
-def inception_style_score(images):
-    """exp(E_x KL(p(y|x) || p(y))) with the digits classifier in place of Inception-v3 (Salimans et al. 2016)."""
-    p = torch.softmax(net.logits(images.to(device)).double(), dim=1).cpu()
-    p_y = p.mean(0, keepdim=True)
-    return torch.exp((p * (p.clamp_min(1e-30).log() - p_y.log())).sum(1).mean()).item()
-
-
 first_of_class = torch.stack([real[real_labels == c][0] for c in range(10)])
 spoiled = {"real": real,
            "5 classes dropped": degrade(real, real_labels, drop=5)[0],
            "one digit per class": first_of_class[torch.arange(len(real)) % 10],
            "noise σ=0.5": degrade(real, real_labels, noise=0.5)[0]}
-scores = {k: (x, fid_from_features(extract_features(x, net), test_features), inception_style_score(x))
+scores = {k: (x, fid_from_features(extract_features(x, net), test_features), inception_score(x, net))
           for k, x in spoiled.items()}
-print("\n".join(f"{k:>20}: FID {f:6.2f}   Inception-style score {i:.2f}" for k, (_, f, i) in scores.items()))
+print("\n".join(f"{k:>20}: FID {f:6.2f}   digits IS {i:.2f}" for k, (_, f, i) in scores.items()))
 fig = plotting.fid_is_figure(scores)
 plt.show()
 (_, fid_real, is_real), (_, fid_one, is_one) = scores["real"], scores["one digit per class"]
@@ -236,12 +232,57 @@ assert scores["5 classes dropped"][2] < is_real  # mode dropping lowers IS too
 assert is_one > 0.95 * is_real and fid_one > 5 * fid_real  # IS rates one digit per class as real digits; FID does not
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# Ten distinct images, repeated, get a **higher** Inception-style score than the real digits (every image is
-# classified confidently, and the classes are exactly balanced), while their FID is many times that of the real
-# digits. That is the argument for FID: it measures the distance to real data, which IS never sees. (FID has blind
-# spots of its own: it only compares means and covariances of features, and only what the feature network
-# encodes.)
+# Ten distinct images, repeated, get a **higher** digits IS than the real digits (every image is classified
+# confidently, and the classes are exactly balanced), while their FID is many times that of the real digits. That is
+# the argument for FID: it measures the distance to real data, which IS never sees. (FID has blind spots of its own:
+# it only compares means and covariances of features, and only what the feature network encodes.)
 #
+# ### The same blind spot in our own models: guidance
+#
+# A model fails in the same way, by degrees. Guidance (notebook 08) pushes each sample towards what makes its class
+# recognisable; "Diffusion Models Beat GANs" (§4.4, Figure 4 and Table 4) shows it trading diversity (recall) for
+# fidelity (precision, IS). Below, the shipped class-conditional model draws 36 digits of every class, so no class
+# is ever missing, with classifier-free guidance weights $w$ from 0 (no guidance) up; each set gets its FID, its
+# digits IS and a direct measure of variety: the **spread within a class**, the mean squared distance of a class's
+# features from their class mean (averaged over the ten classes; for the test digits, by their true labels).
+
+# %% slideshow={"slide_type": "slide"}
+def spread_within_class(features, labels):
+    """Mean over the classes of the mean squared distance of a class's features from their mean."""
+    labels = np.asarray(labels)
+    return float(np.mean([((f - f.mean(0)) ** 2).sum(1).mean() for f in (features[labels == c] for c in range(10))]))
+
+
+cond_model, cond_diffusion, cond_config = load_pretrained("digits_cond", device=device)
+cond_sampler = respace(cond_diffusion, 25)  # 25 steps in both modes: at 10 the unguided samples are still noisy
+class_labels = torch.arange(10).repeat(36)  # 0, 1, ..., 9, 0, 1, ...: 36 of every class
+noise = torch.randn(len(class_labels), 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
+guided = {"test digits": (test.images, test.labels)}
+for w in pick([0.0, 1.0, 3.0], [0.0, 3.0]):
+    guided_model = ClassifierFreeGuidance(cond_model, w, null_label=cond_config.num_classes) if w else cond_model
+    samples = cond_sampler.p_sample_loop(guided_model, noise.shape, noise=noise,
+                                         model_kwargs={"y": class_labels.to(device)},
+                                         generator=torch.Generator(device=device).manual_seed(1)).cpu()
+    guided[f"w = {w:g}"] = (samples, class_labels)
+guidance = {k: (x, fid_from_features(extract_features(x, net), test_features), inception_score(x, net),
+                spread_within_class(extract_features(x, net), y)) for k, (x, y) in guided.items()}
+print("\n".join(f"{k:>24}: FID {f:5.2f}   digits IS {i:.2f}   spread within class {v:5.2f}"
+                for k, (_, f, i, v) in guidance.items()))
+fig = plotting.fid_is_figure(guidance, n_show=20, ncol=5)  # 0-4 and 5-9 in alternate rows
+plt.show()
+(_, fid_w0, is_w0, spread_w0), (_, fid_w3, is_w3, spread_w3) = guidance["w = 0"], guidance["w = 3"]
+is_test = guidance["test digits"][2]
+assert is_w3 > is_w0 + 0.2 and is_w3 > is_test  # IS: guidance helps, beyond the real digits' own score
+assert fid_w3 > fid_w0 + 0.2 and spread_w3 < 0.85 * spread_w0  # FID: it moves away from the data; variety shrinks
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# Guidance raises the digits IS, above what the real test digits score, and FID says the opposite: the guided
+# samples are *further* from the test digits (which, being the reference, score FID 0 by definition). The third
+# number shows why: within each class the guided digits are more alike than real digits are. IS rewards that (each
+# sample is classified more confidently) and cannot penalise it, since it never compares with real digits; FID's
+# covariance term does. Every class is there, 36 of each, so this is not mode dropping.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4. Our models, and which FIDs can be compared
 #
 # FID is biased upwards: the means and covariances estimated from $n$ images are noisy, and the noise adds to the
@@ -316,4 +357,4 @@ models_explorer
 #   the floor (real images against the reference) says what a perfect model would score.
 # - FID rises with noise, blur and missing modes; precision and recall (notebook 08) tell fidelity from coverage.
 # - The Inception Score never looks at real data: ten digits repeated score as well as real digits on it, not on
-#   FID.
+#   FID; guidance raises it above the real digits' own while FID worsens and the variety within each class shrinks.
