@@ -345,6 +345,44 @@ def report(data: dict, rounds: int) -> list[str]:
     return lines
 
 
+def figure(data: dict, path: Path) -> None:
+    """FID (mean, sd over the draws as error bars) against network calls, log x labelled with the step counts run,
+    with the 1000-step ancestral FID, the target (1.1x it) and the real-data floor as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.6), layout="constrained")
+    steps = sorted({k for per in data["fid"].values() for k in per})
+    for name, per in data["fid"].items():
+        ks = sorted(per)
+        calls = [data.get("calls", {}).get(name, {}).get(k, k) for k in ks]
+        ax.errorbar(calls, [statistics.mean(per[k]) for k in ks], yerr=[statistics.stdev(per[k]) for k in ks],
+                    marker="o", ms=4, capsize=3, label=name, ls="--" if name.startswith("k-diff") else "-")
+    if "reference" in data:
+        ref = statistics.mean(data["reference"]["fids"])
+        ax.axhline(ref, color="black", lw=1, label=f"{data['reference']['steps']}-step ancestral ({ref:.2f})")
+        ax.axhspan(0, TARGET_RATIO * ref, color="tab:green", alpha=0.08,
+                   label=f"target: within {TARGET_RATIO}x ({TARGET_RATIO * ref:.2f})")
+    floor = statistics.mean(data["floor"])
+    ax.axhline(floor, color="gray", lw=1, ls=":", label=f"real digits (floor, {floor:.2f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(steps, [str(k) for k in steps])
+    ax.minorticks_off()
+    yticks = [0.7, 1, 1.5, 2, 3, 5, 10, 20, 40]
+    ax.set_yticks(yticks, [f"{v:g}" for v in yticks])
+    ax.set_ylim(0.6, 50)
+    ax.set_xlabel("network calls (NFE)")
+    ax.set_ylabel(f"FID of {data['samples']} samples (log scale)")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _int_keys(tree):
     """JSON turned the step counts into strings: turn them back."""
     if isinstance(tree, dict):
@@ -384,7 +422,18 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--merge", type=Path, nargs="+", default=[],
                         help="numbers of earlier runs (--json files) to report with this run's")
+    parser.add_argument("--figure", type=Path, help="draw FID against network calls here (PNG)")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: report (and --figure) the --merge files only")
     args = parser.parse_args(argv)
+    if args.report:
+        data = {}
+        for path in args.merge:
+            _merge(data, _int_keys(json.loads(path.read_text())))
+        print("\n".join(report(data, args.rounds)))
+        if args.figure:
+            figure(data, args.figure)
+        return
     parts = set(args.only or PARTS)
     start = time.perf_counter()
     data = {}
@@ -442,6 +491,8 @@ def main(argv=None) -> None:
 
     lines = report(data, args.rounds) + [f"\n(this run: {(time.perf_counter() - start) / 60:.1f} minutes)"]
     print("\n# --- markdown for docs/benchmarks.md ---\n" + "\n".join(lines))
+    if args.figure and "fid" in data:
+        figure(data, args.figure)
 
 
 if __name__ == "__main__":
