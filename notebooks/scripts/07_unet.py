@@ -371,17 +371,20 @@ plt.axis("off"), plt.title("the shipped digits model, 50 steps")
 plt.show()
 
 # %% [markdown]
-# Now train one yourself: the same recipe, with a live view of the loss and of samples from the EMA weights,
-# redrawn every few steps by a callback, `every(k, fn)`. On a GPU this trains the `mnist` preset (MNIST at 28×28,
-# the `mnist28` U-Net, 3200 steps of 256 images, in mixed precision; set `DATASET` to `"fashion_mnist"` or
-# `"cifar10"` for the others) once the data is downloaded; on a CPU, or offline, the 8×8 digits. The first line it
-# prints says which path it took. **This is the cell that takes time**: a few minutes on a laptop CPU; on a Colab
+# Now train one yourself, with a live view of the loss and of samples from the EMA weights, redrawn every few
+# steps by a callback, `every(k, fn)`. On a GPU this trains the `mnist` preset (MNIST at 28×28, the `mnist28` U-Net,
+# 3200 steps of 256 images, in mixed precision; set `DATASET` to `"fashion_mnist"` or `"cifar10"` for the others)
+# once the data is downloaded; on a CPU, or offline, the 8×8 digits with the `digits_fast` preset: the same model
+# and diffusion as the shipped one, trained by the recipe that reached the lowest FID in minutes of CPU (no
+# dropout, a learning rate of 1e-3 warmed up over 100 steps, the noise error weighted by Min-SNR: the repository's
+# docs/benchmarks.md, "Time to quality"). The first line it prints says which path it took, the last how long it
+# trained. **This is the cell that takes time**: a few minutes on a laptop CPU; on a Colab
 # T4 the GPU path takes an estimated 3 to 8 minutes for MNIST and up to 9 for CIFAR-10 (the estimate and how it was
 # made are in the repository's docs/gpu.md). Interrupt it whenever you like: the trainer stops cleanly.
 
 # %% slideshow={"slide_type": "slide"}
 DATASET = "mnist"  # the GPU path's data: "mnist", "fashion_mnist" or "cifar10"
-choice = choose_preset(DATASET, device=device)  # on a GPU: downloads the data (with a progress bar) if needed
+choice = choose_preset(DATASET, "digits_fast", device=device)  # on a GPU: downloads the data if needed
 print(choice)  # which path this run took, and why
 steps = pick(choice.config.steps if choice.on_gpu else 300, 12)
 interval = pick(max(steps // 20, 25), 6)  # redraw every `interval` steps
@@ -391,9 +394,11 @@ display(monitor)
 trainer = Trainer.from_config(choice.config, choice.data, device=choice.device, callbacks=[monitor.callback()],
                               progress=False)
 history = trainer.train(steps)
+print(trainer.clock(), "(the live view's redraws included)")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# The noise-prediction error went down (the total loss also holds the variance term $L_{vlb}$, which is noisier):
+# The noise-prediction error went down (weighted by Min-SNR on the CPU path; the total loss also holds the
+# variance term $L_{vlb}$, which is noisier):
 
 # %%
 mse = np.array(history["mse"])

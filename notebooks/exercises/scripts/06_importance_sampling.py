@@ -153,7 +153,8 @@ assert abs(is_estimates.mean() - total) < 0.05 * total and is_estimates.std() < 
 # importance sampler has 10 losses for every $t$ and stops sampling uniformly.
 
 # %% [markdown]
-# **Training cell.** Full run: 1500 steps per model (about a minute on a CPU); fast mode: 150.
+# **Training cell.** Full run: 1500 steps per model; fast mode: 150. It prints how long each model took on your
+# machine (the live plot's redraws included).
 
 # %% slideshow={"slide_type": "slide"}
 train = load_dataset("digits", "train").images.flatten(1)  # (1437, 64) in [-1, 1]
@@ -187,6 +188,8 @@ display(live)
 for _ in range(steps // chunk):  # take turns, so that both curves grow together
     for trainer in trainers.values():
         trainer.train(chunk)
+for name, trainer in trainers.items():
+    print(f"{name}: {trainer.clock()}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # After the warm-up, the importance-sampled loss is smooth while the uniform one keeps spiking by orders of

@@ -234,6 +234,7 @@ clf_steps = pick(2000 if device.type == "cuda" else 400, 15)  # on a GPU: the sh
 print(f"{'GPU' if device.type == 'cuda' else 'CPU'} path: {clf_steps} steps of the digits_classifier preset on {device}")
 clf_trainer = Trainer.from_config(ExperimentConfig.preset("digits_classifier"), device=device, progress=False)
 clf_history = clf_trainer.train(clf_steps)
+print(clf_trainer.clock())
 loss = np.array(clf_history["loss"])
 print(f"cross-entropy: {loss[:5].mean():.2f} -> {loss[-5:].mean():.2f} after {len(loss)} steps")
 assert loss[-5:].mean() < loss[:5].mean()
