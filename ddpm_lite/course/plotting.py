@@ -1428,19 +1428,20 @@ def inversion_figure(rms: Mapping[int, float], originals, reconstructions: Mappi
     step count of ``reconstructions`` ({steps: images})."""
     fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained", width_ratios=[1, 1.25])
     ks = sorted(rms)
-    a0.plot(ks, [rms[k] for k in ks], "o-", ms=5, color="tab:orange", label="round trip")
-    a0.axhline(2 / 255, color="k", ls="--", lw=1, label="one grey level (2/255)")
+    a0.plot(ks, [rms[k] for k in ks], "o-", ms=5, color="tab:orange")
+    a0.axhline(2 / 255, color="k", ls="--", lw=1)
+    a0.annotate("one grey level (2/255)", (0.03, 2 / 255), xycoords=("axes fraction", "data"), xytext=(0, 4),
+                textcoords="offset points", va="bottom")
     a0.set_xscale("log"), a0.set_yscale("log")
     plain_ticks(a0.xaxis, ks)
     plain_ticks(a0.yaxis)
     a0.set_xlabel("DDIM steps each way")
     a0.set_ylabel("RMS error (data in [-1, 1])")
-    a0.set_title("x₀ → x_T → x₀")
+    a0.set_title(r"$x_0 \to x_T \to x_0$")
     a0.grid(alpha=0.3, which="both")
-    a0.legend()
     rows = {"original": originals, **{f"{k} steps": reconstructions[k] for k in sorted(reconstructions)}}
     _image_rows(a1, rows)
-    a1.set_title("decoded from their own x_T")
+    a1.set_title(r"decoded from their own $x_T$")
     return fig
 
 

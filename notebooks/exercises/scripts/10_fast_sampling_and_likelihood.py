@@ -392,8 +392,9 @@ assert rms[inv_steps[-1]] < rms[inv_steps[0]]  # more steps, a more exact invers
 # %% [markdown] slideshow={"slide_type": "slide"}
 # With few steps the two discretisations do not undo each other: each step assumes $\hat x_0$ constant over a long
 # jump, and forwards and backwards make different errors. With more steps both approach the same ODE and the round
-# trip approaches the identity: in our recorded full run (2026-11-30) the RMS fell from 0.28 at 10 steps to 0.066
-# at 50 and 0.054 at 100 (64 test digits), and to 0.0018 at 1000 (16 test digits), under a quarter of a grey level.
+# trip approaches the identity: in our run of the full-mode settings (2026-11-30) the RMS fell from 0.28 at 10
+# steps to 0.066 at 50 and 0.054 at 100 (64 test digits), and to 0.0018 at 1000 (16 of them), under a quarter of
+# a grey level.
 # So every test digit has a latent $x_T$ from which the sampler draws it.
 #
 # ### Mixing two digits through their latents: slerp, not lerp
@@ -401,8 +402,9 @@ assert rms[inv_steps[-1]] < rms[inv_steps[0]]  # more steps, a more exact invers
 # What lies *between* the latents of two digits? Not the straight line. A latent is meant to look like a sample
 # of $\mathcal N(0, I)$ in $d = 64$ dimensions, and such samples all have nearly the same norm, $\|x_T\| \approx
 # \sqrt d = 8$. The midpoint of two independent ones, $(a + b)/2$, has variance $1/2$ per pixel: norm about
-# $8/\sqrt 2 \approx 5.7$, a latent the sampler never starts from. Spherical interpolation (slerp, as DDIM section
-# 5.3 and White 2016, "Sampling Generative Networks", use) moves along the great circle instead:
+# $8/\sqrt 2 \approx 5.7$, a latent the sampler never starts from. Spherical interpolation (slerp; White 2016,
+# "Sampling Generative Networks"; the DDIM authors' code mixes latents with it for section 5.3's interpolations)
+# moves along the great circle instead:
 #
 # $$\operatorname{slerp}(a, b; w) = \frac{\sin((1-w)\,\Omega)}{\sin\Omega}\,a + \frac{\sin(w\,\Omega)}{\sin\Omega}\,b,
 #   \qquad \cos\Omega = \frac{\langle a, b\rangle}{\|a\|\,\|b\|},$$
@@ -490,10 +492,11 @@ if not FAST:  # 10 ancestral steps are far from the floor; the solver's 10 are n
 # What to look for (one draw of samples per point: differences within the grey band are noise):
 #
 # - **Few calls.** At 5 and 10 calls the ancestral sampler is far above the band, DDIM closer, DPM-Solver++(2M) at
-#   or near it. Our recorded full run (2026-11-30, 2 shared CPU cores, 128 samples; floor 3.57 ± 0.67) gave at 10
-#   calls FID 6.75 for ancestral, 4.25 for DDIM and 3.78 for DPM-Solver++(2M), and at 5 calls 14.10, 5.02, 3.86.
-# - **The same clock.** Every sampler pays one network call per step and nearly nothing else: 64 digits in 10 calls
-#   take about the same time with each of them, a hundredth of the full chain's 1000 calls.
+#   or near it. Our run of the full-mode settings (2026-11-30, a shared 2-core CPU, 128 samples; floor
+#   3.57 ± 0.67) gave at 10 calls FID 6.75 for ancestral, 4.25 for DDIM and 3.78 for DPM-Solver++(2M), and at 5
+#   calls 14.10, 5.02 and 3.86.
+# - **The same clock.** Every sampler pays one network call per step and little else: 64 digits in 10 calls took
+#   0.9 to 1.1 s with each of them in that run (one call: 0.12 s, so about 2 minutes for the full chain's 1000).
 # - **Small images, small gap.** On 8×8 digits DDIM is not far behind; the paper's gains are measured in guided
 #   sampling of large pixel-space and latent-space models (its abstract), where each call costs far more. `tests/test_dpm_solver.py` checks the two orders on data whose ODE is solved exactly: the error falls as
 #   $1/K^2$ for DPM-Solver++(2M) and as $1/K$ for DDIM; the solver's docstring records how we chose its timesteps.
