@@ -548,13 +548,26 @@ def report(data: dict) -> list[str]:
     return lines
 
 
+def read_json(path: Path) -> dict:
+    """A run's JSON with its budgets as numbers again (JSON keys are strings)."""
+    data = json.loads(Path(path).read_text())
+
+    def numbers(per: dict) -> dict:
+        return {(float(k) if k.replace(".", "", 1).isdigit() else k): v for k, v in per.items()}
+
+    data["fid"] = {name: numbers(per) for name, per in data["fid"].items()}
+    data["snapshots"] = {name: numbers(per) for name, per in data["snapshots"].items()}
+    return data
+
+
 def figure(data: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=100)
     budgets = data.get("budgets_done", data["budgets"])
     minutes = [b / 60 for b in budgets]
     for name, per in data["fid"].items():
@@ -566,11 +579,15 @@ def figure(data: dict, path: Path) -> None:
     ax.axhline(TARGET_FLOOR_RATIO * floor, color="grey", ls=":", lw=1, label=f"{TARGET_FLOOR_RATIO}x the floor")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel(f"training budget: CPU minutes ({data['threads']} threads)", fontsize=12)
     ax.set_ylabel("digits-FID against the test digits", fontsize=12)
-    ax.tick_params(labelsize=12)
-    ax.legend(fontsize=10, loc="upper right")
+    ax.tick_params(which="both", labelsize=12)
+    ax.legend(fontsize=12, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_title("Time to quality on the 8x8 digits", fontsize=12)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -597,7 +614,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--figure", type=Path, help="write the FID-against-CPU-minutes figure here")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "time_to_quality", help="snapshots' folder")
+    parser.add_argument("--from-json", type=Path, metavar="JSON",
+                        help="train nothing: print the report (and draw --figure) of a run's JSON")
     args = parser.parse_args(argv)
+    if args.from_json:
+        data = read_json(args.from_json)
+        print("\n".join(report(data)))
+        if args.figure:
+            figure(data, args.figure)
+        return data
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     from digits_fid import Scorer
