@@ -1468,7 +1468,8 @@ def latent_interpolation_figure(paths: Mapping[str, torch.Tensor], weights: Sequ
         if reference_norm is not None:
             a1.axhline(reference_norm, color="k", ls=":", lw=1, label=f"√d = {reference_norm:g}")
         a1.axvline(current, color="red", lw=1.5)
-        a1.set_ylim(0, None)
+        top = max([float(np.max(ns)) for _, ns in norms.values()] + [reference_norm or 0.0])
+        a1.set_ylim(0, 1.15 * top)
         a1.set_xlabel("w")
         a1.set_ylabel("|x_T| of the mix")
         a1.set_title("the latent's norm")
