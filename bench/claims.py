@@ -3,6 +3,8 @@
     python bench/claims.py --quick      # under 15 minutes on 2 cores: 600 steps, 1 seed, small evaluations
     python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), several hours
     python bench/claims.py --claims 2   # one claim (here: learned vs fixed variance) of the chosen profile
+    python bench/claims.py --profile full-lite --claims 2 --work runs/claims-full --reuse   # claim 2 as in
+                                        # docs/claims.md: the full profile's models, a smaller sampling plan (42 min)
 
 Every model is the ``digits`` preset (the shipped unconditional model's config: ADM U-Net, cosine schedule,
 learned variance, hybrid loss, batch 128) with one thing changed, trained for the same number of steps:
@@ -841,6 +843,11 @@ def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> 
         kind, T = key.rsplit("-T", 1)
         fits[f"T = {T}, {'preconditioned' if kind == 'hybrid-v' else 'paper'}"] = VarianceFit.from_dict(d)
     fig = variance_fit_figure(fits, title="is v trained? learned v(t) (solid) against v*(t) (dashed)")
+    ax = fig.axes[0]  # the legend below the axes: inside, it hides the flat v of the paper's loss (~0.77)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.set_size_inches(7.5, 4.2 + 0.28 * len(labels))
+    fig.legend(handles, labels, loc="outside lower center", ncol=1, fontsize=style.FONT_PT)
     fig.savefig(out / f"variance_fit-{name}.png")
     plt.close(fig)
 
