@@ -1474,7 +1474,7 @@ def latent_interpolation_figure(paths: Mapping[str, torch.Tensor], weights: Sequ
         a1.set_ylabel("|x_T| of the mix")
         a1.set_title("the latent's norm")
         a1.grid(alpha=0.3)
-        a1.legend(loc="lower center")
+        a1.legend(loc="best")
     return fig
 
 

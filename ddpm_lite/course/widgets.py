@@ -713,10 +713,10 @@ class LatentInterpolationExplorer(FigureWidget):
         labels = None if labels is None else [int(v) for v in torch.as_tensor(labels).reshape(-1)]
         names = [f"#{i}" + (f": a {labels[i]}" if labels is not None else "") for i in range(len(self.images))]
         options = list(zip(names, range(len(self.images))))
-        self.first = self._choice("first", options, first, description="from")
-        self.second = self._choice("second", options, second, description="to")
+        self.first = self._choice("first", options, first, description="from", layout=W.Layout(width="160px"))
+        self.second = self._choice("second", options, second, description="to", layout=W.Layout(width="160px"))
         self.weight = self._choice("weight", [(f"{w:g}", w) for w in self.WEIGHTS], weight, W.SelectionSlider,
-                                   description="w", continuous_update=False, layout=W.Layout(width="320px"))
+                                   description="w", continuous_update=False, layout=W.Layout(width="260px"))
         self.model, self.diffusion, self.steps, self.device = model, diffusion, int(steps), device
         self.latents = ddim_encode(model, diffusion, self.images, self.steps, device)
         self.dim = self.latents[0].numel()
