@@ -365,10 +365,9 @@ plt.show()
 # steps by a callback, `every(k, fn)`. On a GPU this trains the `mnist` preset (MNIST at 28×28, the `mnist28` U-Net,
 # 3200 steps of 256 images, in mixed precision; set `DATASET` to `"fashion_mnist"` or `"cifar10"` for the others)
 # once the data is downloaded; on a CPU, or offline, the 8×8 digits with the `digits_fast` preset: the same model
-# and diffusion as the shipped one, trained by the recipe that reached the lowest FID in minutes of CPU (no
-# dropout, a learning rate of 1e-3 warmed up over 100 steps, the noise error weighted by Min-SNR: the repository's
-# docs/benchmarks.md, "Time to quality"). The first line it prints says which path it took, the last how long it
-# trained. **This is the cell that takes time**: a few minutes on a laptop CPU; on a Colab
+# and diffusion as the shipped one, with a recipe tuned for minutes of CPU (no dropout, a learning rate of 1e-3
+# warmed up over 100 steps, the noise error weighted by Min-SNR; measured in the repository's docs/benchmarks.md,
+# "Time to quality"). The first line it prints says which path it took, the last how long it trained. **This is the cell that takes time**: a few minutes on a laptop CPU; on a Colab
 # T4 the GPU path takes an estimated 3 to 8 minutes for MNIST and up to 9 for CIFAR-10 (the estimate and how it was
 # made are in the repository's docs/gpu.md). Interrupt it whenever you like: the trainer stops cleanly.
 
