@@ -121,6 +121,14 @@ PROFILES = {
                          variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
                          variance_variants=("learned", "learned-paper", "simple-small", "simple-large", "ddim"),
                          variance_job_per_seed=True),
+    # the same plan for the learned Sigma and the hybrid-v network sampled with a fixed beta~ (is the gap to the
+    # L_simple model's beta~ the variance or the network?); a second run, after full-lite
+    "full-lite-same": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
+                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
+                              guidance_steps=50,
+                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
+                              variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
+                              variance_variants=("learned", "same-small"), variance_job_per_seed=True),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
