@@ -27,7 +27,7 @@ integer timesteps of the chain, and alpha_bar, sigma and lambda are the chain's 
 the default), ``"logSNR"`` (evenly spaced in lambda) or ``"time_quadratic"`` (evenly spaced in sqrt(t), denser
 near the data). On the shipped 8x8 digits model (cosine schedule, T = 1000; ``bench/sampler_speed.py``,
 docs/benchmarks.md) ``"time_uniform"`` gave the lowest FID at every count from 5 to 20 calls (1.51 at 5, 1.24 at
-8 and 10, against 2.60 and 1.78-1.87 for ``"time_quadratic"``); ``"logSNR"`` was far behind (15.2 at 5 calls, 2.5
+8 and 10, against 2.59 and 1.78-1.87 for ``"time_quadratic"``); ``"logSNR"`` was far behind (15.2 at 5 calls, 2.5
 at 10): the cosine schedule's last five timesteps (995-999, lambda from -5.1 down to -9.9, alpha_bar down to
 2.4e-9) span a third of the lambda range while x_t is still pure noise.
 
