@@ -1,6 +1,6 @@
 """Time to quality: digits-FID after 1, 2, 5 and 10 minutes of CPU time spent training, per contender.
 
-    python bench/time_to_quality.py                         # the full run (budgets 1 and 2 alone: 44 min at load 7)
+    python bench/time_to_quality.py                         # the full run (budgets 1, 2, 5: 76 min at load ~5)
     python bench/time_to_quality.py --budgets 0.1 0.2 --samples 64 --draws 2     # a seconds-long try
     python bench/time_to_quality.py --contenders ours --ours "lr=2e-3" --ours "lr=1e-3" --budgets 1 2   # tuning
     python bench/time_to_quality.py --only inflation        # CPU time of a fixed workload: threads, load, wait policy
