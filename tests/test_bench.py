@@ -1,6 +1,7 @@
 """The benchmark scripts run: bench/claims.py end to end on its seconds-long profile, the timing and FLOP
-helpers of bench/train_speed.py (diffusers, which the benchmark installs for itself, is not needed here), and
-bench/sampler_speed.py end to end on tiny settings (without k-diffusion, which it installs for itself)."""
+helpers of bench/train_speed.py (diffusers, which the benchmark installs for itself, is not needed here),
+bench/sampler_speed.py end to end on tiny settings (without k-diffusion, which it installs for itself), and
+bench/time_to_quality.py on our contender alone for a one-second budget."""
 import json
 import sys
 from pathlib import Path
@@ -201,3 +202,28 @@ def test_sampler_speed_runs_every_part_on_tiny_settings_and_merges_runs(tmp_path
     for text in ("timestep spacing", "| calls | ancestral | DDIM η=0 | DPM-Solver++(2M) |", "4-step ancestral: FID",
                  "Target: FID <= 1.1 x", "Cheap wins", "Floor: 70 training digits"):
         assert text in report
+
+
+def test_time_to_quality_tiny_run_then_its_report_from_the_json(tmp_path, monkeypatch):
+    """bench/time_to_quality.py end to end on one contender and a one-second budget, then --from-json."""
+    import time_to_quality
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() sets it for its workers; restored afterwards
+    out = tmp_path / "ttq.json"
+    data = time_to_quality.main(["--contenders", "ours", "--budgets", "0.02", "--samples", "64", "--draws", "2",
+                                 "--sample-steps", "3", "--slice", "1.2", "--work", str(tmp_path / "work"),
+                                 "--json", str(out), "--figure", str(tmp_path / "ttq.png")])
+    name = "ours (digits_fast)"
+    assert data["budgets_done"] == [1.2] and data["snapshots"][name][1.2]["steps"] > 0
+    assert data["snapshots"][name][1.2]["cpu"] >= 1.2 and len(data["fid"][name][1.2]) == 2
+    again = time_to_quality.read_json(out)
+    assert again["fid"] == data["fid"] and (tmp_path / "ttq.png").stat().st_size > 0
+    assert "| ours (digits_fast) | 1.37 M |" in "\n".join(time_to_quality.report(again))
+
+
+def test_time_to_quality_report_of_the_recorded_run_states_the_targets():
+    import time_to_quality
+
+    lines = "\n".join(time_to_quality.report(time_to_quality.read_json(ROOT / "docs/benchmarks/time_to_quality.json")))
+    assert "target at 2 min, <= 0.70 against each peer: **met**" in lines
+    assert "target by 5 min, <= 1.5x: **met**" in lines and "NOT lower" not in lines
