@@ -266,6 +266,19 @@ def variance_variants(profile: Profile, T: int) -> tuple[str, ...]:
                  and (profile.variance_variants is None or v in profile.variance_variants))
 
 
+def clipped_hybrid_terms(diffusion, model, x_start, t, noise=None, model_kwargs=None):
+    """(L_simple, L_vlb term) per example of the hybrid loss (Improved DDPM eq. 16) with the stop-gradient on the
+    mean, the L_vlb term computed with the sampler's clipped x0_hat and scaled by T / 1000 (``rescaled_mse``): the
+    terms the preconditioned losses here and in bench/variance_training.py weight. An eps, learned_range model."""
+    noise = torch.randn_like(x_start) if noise is None else noise
+    x_t = diffusion.q_sample(x_start, t, noise=noise)
+    mean_out, var_values = diffusion._split_model_output(model(x_t, t, **(model_kwargs or {})), x_t)
+    frozen = torch.cat([mean_out.detach(), var_values], dim=1)
+    vb = diffusion._vb_terms_bpd(lambda *args, **kwargs: frozen, x_start, x_t, t, clip_denoised=True)["output"]
+    mse = ((noise - mean_out.to(noise.dtype)) ** 2).mean(dim=list(range(1, x_t.ndim)))
+    return mse, vb * (diffusion.num_timesteps / 1000.0)
+
+
 class VPreconditionedDiffusion:
     """The hybrid loss with its L_vlb term made to train v at every t (a mixin for :class:`GaussianDiffusion`;
     build it with :func:`v_preconditioned`).
@@ -297,14 +310,8 @@ class VPreconditionedDiffusion:
                                                                                                   "rescaled_mse"):
             raise ValueError("the preconditioned hybrid loss needs mean_type eps, var_type learned_range and the "
                              "hybrid loss (loss_type simple or rescaled_mse)")
-        noise = torch.randn_like(x_start) if noise is None else noise
-        x_t = self.q_sample(x_start, t, noise=noise)
-        model_output = model(x_t, t, **(model_kwargs or {}))
-        mean_out, var_values = self._split_model_output(model_output, x_t)
-        frozen = torch.cat([mean_out.detach(), var_values], dim=1)
-        vb = self._vb_terms_bpd(lambda *args, **kwargs: frozen, x_start, x_t, t, clip_denoised=True)["output"]
-        vb = vb * self._v_weights().to(t.device)[t] * (self.num_timesteps / 1000.0)
-        mse = ((noise - mean_out.to(noise.dtype)) ** 2).mean(dim=list(range(1, x_t.ndim)))
+        mse, vb = clipped_hybrid_terms(self, model, x_start, t, noise, model_kwargs)
+        vb = vb * self._v_weights().to(t.device)[t]
         return {"mse": mse, "vb": vb, "loss": mse + vb}
 
 

@@ -46,21 +46,16 @@ def preconditioned(base, cap: float, norm: bool = True, dmin: float = 0.0, clip_
     """A copy of ``base`` whose hybrid loss weights the L_vlb term of step t by (mean(delta^2) if ``norm`` else 1)
     / delta_t^2, capped at ``cap`` (weight 1 where delta_t < ``dmin``); ``clip_vb``: the term with the clipped
     x0_hat (and L_simple computed here, for an eps model)."""
+    from claims import clipped_hybrid_terms  # bench/claims.py
+
     from ddpm_lite.gaussian_diffusion import GaussianDiffusion
 
     class PreconditionedVB(GaussianDiffusion):
         def training_losses(self, model, x_start, t, noise=None, model_kwargs=None):
             weights = self.vb_weights.to(t.device)[t]
             if clip_vb:
-                noise = torch.randn_like(x_start) if noise is None else noise
-                x_t = self.q_sample(x_start, t, noise=noise)
-                out = model(x_t, t, **(model_kwargs or {}))
-                mean_out, var_values = self._split_model_output(out, x_t)
-                frozen = torch.cat([mean_out.detach(), var_values], dim=1)
-                vb = self._vb_terms_bpd(lambda *a, **k: frozen, x_start, x_t, t, clip_denoised=True)["output"]
-                vb = vb * self.num_timesteps / 1000.0 * weights
-                mse = ((noise - mean_out) ** 2).mean(dim=list(range(1, x_t.ndim)))
-                return {"mse": mse, "vb": vb, "loss": mse + vb}
+                mse, vb = clipped_hybrid_terms(self, model, x_start, t, noise, model_kwargs)
+                return {"mse": mse, "vb": vb * weights, "loss": mse + vb * weights}
             terms = super().training_losses(model, x_start, t, noise, model_kwargs)
             if "vb" in terms:
                 terms["vb"] = terms["vb"] * weights
