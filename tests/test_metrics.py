@@ -1,5 +1,4 @@
 """The digits feature network, label accuracy, improved precision/recall and bits/dim."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -7,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_modules import load_script  # tests/script_modules.py
 
 from ddpm_lite import GaussianDiffusion, get_betas
 from ddpm_lite.data import load_dataset
@@ -78,9 +78,7 @@ def test_label_accuracy_of_any_classifier():
 
 
 def test_training_script_is_deterministic(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_digits_features", ROOT / "tools" / "train_digits_features.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("tools/train_digits_features.py")
     notes = [script.main(["--epochs", "1", "--out", str(tmp_path / f"run{i}" / "net.pt")]) for i in range(2)]
     assert notes[0]["sha256"] == notes[1]["sha256"]
     note = json.loads((tmp_path / "run0" / "net.json").read_text())

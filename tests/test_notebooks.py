@@ -3,13 +3,13 @@
 Running them is nbval's job (``pytest --nbval-lax notebooks/``, see the root conftest.py).
 """
 import ast
-import importlib.util
 import re
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+from script_modules import load_script  # tests/script_modules.py
 
 from ddpm_lite.runtime import REPO_URL
 
@@ -21,14 +21,7 @@ SCRIPTS = SOLUTIONS + LEARNERS
 COLAB = REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/") + "/blob/main/"
 
 
-def _load_make_learner():
-    spec = importlib.util.spec_from_file_location("make_learner", ROOT / "tools" / "make_learner.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_learner = _load_make_learner()
+make_learner = load_script("tools/make_learner.py")
 
 
 def ids(paths):

@@ -2,11 +2,11 @@
 Colab badge, setup cell and link agrees with it (tools/set_repo_url.py rewrites them after a change), and
 ``ddpm_lite.runtime.REPO_URL`` reads it (from pyproject.toml in a checkout, from the package metadata in a wheel)."""
 import email.message
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from script_modules import load_script  # tests/script_modules.py
 
 from ddpm_lite import runtime
 
@@ -15,14 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OTHER = "https://github.com/someone-else/diffusion-course"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("set_repo_url", ROOT / "tools" / "set_repo_url.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_script("tools/set_repo_url.py")
 
 
 def pyproject_url() -> str:
