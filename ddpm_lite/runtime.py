@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -148,6 +149,20 @@ def model_device(model) -> torch.device:
             for tensor in method():
                 return tensor.device
     return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(module):
+    """``module.eval()`` for the block, then its training mode back (dropout and normalisation as they were);
+    anything that is not an ``nn.Module`` (an exact denoiser written as a function) passes through untouched."""
+    was_training = isinstance(module, torch.nn.Module) and module.training
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    try:
+        yield module
+    finally:
+        if was_training:
+            module.train()
 
 
 def pick(full, fast):

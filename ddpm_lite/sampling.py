@@ -18,7 +18,7 @@ import torch
 from .dpm_solver import dpm_solver_sample_loop
 from .gaussian_diffusion import GaussianDiffusion, check_eta
 from .respace import respace, space_timesteps
-from .runtime import model_device
+from .runtime import eval_mode, model_device
 
 SAMPLERS = ("ancestral", "ddim", "dpm++2m")
 
@@ -59,17 +59,13 @@ def generate(model, diffusion: GaussianDiffusion, shape, *, steps: int | None = 
         device = model_device(model)
     kwargs = {"y": y.to(device)} if y is not None else None
     noise = torch.randn(*shape, generator=generator, device=generator.device if generator is not None else device)
-    was_training = model.training
-    model.eval()
-    try:
-        same_device = generator is not None and generator.device.type == torch.device(device).type
-        gen = generator if same_device else None
-        common = dict(noise=noise.to(device), clip_denoised=clip_denoised, model_kwargs=kwargs, device=device,
-                      progress=progress, cond_fn=cond_fn)
+    same_device = generator is not None and generator.device.type == torch.device(device).type
+    gen = generator if same_device else None
+    common = dict(noise=noise.to(device), clip_denoised=clip_denoised, model_kwargs=kwargs, device=device,
+                  progress=progress, cond_fn=cond_fn)
+    with eval_mode(model):
         if sampler == "dpm++2m":
             return dpm_solver_sample_loop(diffusion, model, shape, steps, **common)
         if sampler == "ddim":
             return diffusion.ddim_sample_loop(model, shape, generator=gen, eta=eta, **common)
         return diffusion.p_sample_loop(model, shape, generator=gen, **common)
-    finally:
-        model.train(was_training)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..runtime import eval_mode, model_device
 from ..sampling import generate
 
 __all__ = ["SAMPLERS", "SweepPoint", "Sweep", "sample_with", "time_sampler", "sampling_sweep", "slerp", "lerp",
@@ -249,16 +250,9 @@ def _chain(diffusion, steps: int):
 def ddim_encode(model, diffusion, x0: torch.Tensor, steps: int, device=None, progress: bool = False) -> torch.Tensor:
     """DDIM inversion: the latents x_T of the images ``x0`` (in [-1, 1]), by the probability-flow ODE run from the
     data to t = T on ``steps`` evenly respaced steps (``steps`` network calls); on the CPU."""
-    if device is None:
-        from ..runtime import model_device
-
-        device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    device = model_device(model) if device is None else device
+    with eval_mode(model):
         x_T = _chain(diffusion, steps).ddim_reverse_sample_loop(model, x0.float().to(device), progress=progress)
-    finally:
-        model.train(was_training)
     return x_T.float().cpu()
 
 
@@ -266,17 +260,10 @@ def ddim_decode(model, diffusion, x_T: torch.Tensor, steps: int, device=None, pr
                 ) -> torch.Tensor:
     """DDIM with ``eta`` = 0 from the latents ``x_T`` on the same ``steps`` respaced steps as :func:`ddim_encode`
     (``steps`` network calls): the images, on the CPU."""
-    if device is None:
-        from ..runtime import model_device
-
-        device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        x_T = x_T.float().to(device)
+    device = model_device(model) if device is None else device
+    x_T = x_T.float().to(device)
+    with eval_mode(model):
         x0 = _chain(diffusion, steps).ddim_sample_loop(model, x_T.shape, noise=x_T, eta=0.0, progress=progress)
-    finally:
-        model.train(was_training)
     return x0.float().cpu()
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import model_device
+from ..runtime import eval_mode, model_device
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DIGITS_CHECKPOINT = CHECKPOINT_DIR / "digits_features.pt"
@@ -321,15 +321,11 @@ def label_accuracy(images, labels, classifier=None, batch_size: int = 512,
                          f"{tuple(labels.shape)}")
     if labels.is_floating_point():
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    module = classifier if isinstance(classifier, nn.Module) else None
     if device is None:
         device = model_device(classifier)
-    was_training = module is not None and module.training
-    if module is not None:
-        module.eval()
     predict = classifier.logits if isinstance(classifier, DigitsFeatureNet) else classifier
-    try:
-        correct = 0
+    correct = 0
+    with eval_mode(classifier):
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
             x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x
@@ -337,7 +333,4 @@ def label_accuracy(images, labels, classifier=None, batch_size: int = 512,
             if logits.ndim != 2 or len(logits) != len(x):
                 raise ValueError(f"the classifier must return logits (B, num_classes), got {tuple(logits.shape)}")
             correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
-    finally:
-        if was_training:
-            module.train()
     return correct / len(labels)

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..runtime import model_device
+from ..runtime import eval_mode, model_device
 
 PREPROCESSING_VERSION = 1  # how images reach the extractor (float32 in [-1, 1], (B, C, H, W)); bump on change
 CACHE_FORMAT = 1
@@ -198,11 +198,8 @@ def extract_features(images, extractor, batch_size: int = 256, device: torch.dev
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else model_device(extractor)
-    was_training = isinstance(extractor, nn.Module) and extractor.training
-    if isinstance(extractor, nn.Module):
-        extractor.eval()
-    try:
-        out = []
+    out = []
+    with eval_mode(extractor):
         total = _num_images(images)
         with tqdm(total=total, desc="features", unit="img", disable=not progress, leave=False) as bar:
             for batch in _batches(images, batch_size):
@@ -213,9 +210,6 @@ def extract_features(images, extractor, batch_size: int = 256, device: torch.dev
                                      f"for {len(batch)} images")
                 out.append(f.reshape(len(batch), -1).detach().cpu())
                 bar.update(len(batch))
-    finally:
-        if was_training:
-            extractor.train()
     if not out:
         raise ValueError("no images to extract features from")
     features = torch.cat(out).numpy()

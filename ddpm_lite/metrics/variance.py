@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..runtime import model_device
+from ..runtime import eval_mode, model_device
 
 __all__ = ["VarianceFit", "FixedV", "kl_optimal_v", "variance_fit", "log_variance_fit",
            "default_timesteps", "DELTA_TOL"]
@@ -301,10 +301,7 @@ def variance_fit(model, diffusion, images: torch.Tensor, timesteps=None, *, clip
     k = _step_constants(diffusion, t_all)
     v_mean, e_mean, kl_model = (np.full(len(t_all), np.nan) for _ in range(3))
     per_batch = max(1, batch_size // n)
-    was_training = getattr(model, "training", False)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    try:
+    with eval_mode(model):
         chunks = range(0, len(t_all), per_batch)
         for start in tqdm(chunks, desc="variance fit", leave=False, disable=not progress):
             ts = t_all[start:start + per_batch]
@@ -331,9 +328,6 @@ def variance_fit(model, diffusion, images: torch.Tensor, timesteps=None, *, clip
             if learned:
                 raw = out["model_output"][:, channels:].double()
                 v_mean[start:start + rows] = ((raw + 1) / 2).reshape(rows, -1).mean(1).cpu().numpy()
-    finally:
-        if isinstance(model, torch.nn.Module):
-            model.train(was_training)
     opt = kl_optimal_v(diffusion, e_mean, t_all, tol=tol)
     step_ok = t_all > 0
     with np.errstate(divide="ignore", invalid="ignore"):
