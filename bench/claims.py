@@ -63,7 +63,7 @@ import math
 import multiprocessing
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,8 @@ class Profile:
     variance_variants: tuple[str, ...] | None = None  # the VARIANTS sampled (None: all)
     variance_job_per_seed: bool = False  # one sampling job per (T, variant, seed), seed-major: finer, and every
     # variant has its first seeds done before any has its last
+    variance_extra_steps: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (variant, step counts) on top of
+    # variance_steps, every chain and seed
 
 
 PROFILES = {
@@ -129,6 +131,16 @@ PROFILES = {
                               variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
                               variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
                               variance_variants=("learned", "same-small"), variance_job_per_seed=True),
+    # the cells full-lite and full-lite-same left out, the same models, samples and seeds (--merge joins the three
+    # reports): every variant at 250 steps, the oracle v* and the same network with beta at 25/50/100 too, and the
+    # full chain (1,000 steps of T = 1000) for learned Sigma and the L_simple model's beta~
+    "full-lite-rest": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
+                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
+                              guidance_steps=50,
+                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
+                              variance_seeds=(0, 1, 2), variance_steps=(250,),
+                              variance_extra_steps=(("oracle", (25, 50, 100)), ("same-large", (25, 50, 100))),
+                              variance_long_steps=(1000,), variance_long_seeds=(0, 1, 2), variance_job_per_seed=True),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
@@ -536,8 +548,9 @@ def variance_sampling_jobs(profile: Profile, work: Path, data: str = "digits", d
     for T in profile.variance_chains:
         for variant in variance_variants(profile, T):
             plan = []
+            extra = dict(profile.variance_extra_steps).get(variant, ())
             for seed in profile.variance_seeds:
-                steps = tuple(profile.variance_steps)
+                steps = tuple(sorted(set(profile.variance_steps) | set(extra)))
                 if T in profile.variance_long_chains and variant in LONG_VARIANTS and \
                         seed in profile.variance_long_seeds:
                     steps += tuple(profile.variance_long_steps)
@@ -757,6 +770,67 @@ def _paired_difference(a, b) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
+def _profile_from_dict(d: dict) -> Profile:
+    """A :class:`Profile` from its JSON (lists back to tuples, nested ones too)."""
+    def tuples(v):
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+    known = {f for f in Profile.__dataclass_fields__}
+    return Profile(**{k: tuples(v) for k, v in d.items() if k in known})
+
+
+def merge_variance(docs: list[dict]) -> tuple[Profile, dict]:
+    """One claim-2 result from the JSON of several runs of the same models, samples and seeds (profiles that
+    sample different cells): (the first run's profile, the variance dict of every cell). A cell sampled by two runs
+    must have the same FID in both (the noise is seeded); the floors and fits must agree too."""
+    if not docs or any(d.get("variance") is None for d in docs):
+        raise ValueError("--merge takes the JSON of claim-2 runs (results-<profile>-claims2.json)")
+    first = docs[0]
+    same = ("variance_samples", "variance_seeds", "variance_train_steps", "variance_fit_images")
+    for d in docs[1:]:
+        differs = [k for k in same if d["profile"][k] != first["profile"][k]]
+        if differs or not np.allclose(d["variance"]["floor"], first["variance"]["floor"]):
+            raise ValueError(f"these runs differ in {', '.join(differs) or 'the floor'}: they do not pair")
+    cells: dict = {}
+    fits = {}
+    for d in docs:
+        for key, fit in d["variance"]["fits"].items():
+            fits.setdefault(key, fit)
+        for r in d["variance"]["samples"]:
+            for seed, by_steps in r["fid"].items():
+                for k, fid in by_steps.items():
+                    cell = (r["T"], r["variant"], int(seed), int(k))
+                    if cell in cells and abs(cells[cell] - fid) > 1e-9 * max(1.0, abs(fid)):
+                        raise ValueError(f"T = {cell[0]}, {cell[1]}, seed {cell[2]}, {cell[3]} steps: FID "
+                                         f"{cells[cell]} in one run and {fid} in another: not the same models")
+                    cells[cell] = fid
+    samples: dict = {}
+    for (T, variant, seed, k), fid in sorted(cells.items()):
+        record = samples.setdefault((T, variant), {"name": "variance-sample", "T": T, "variant": variant, "fid": {}})
+        record["fid"].setdefault(str(seed), {})[str(k)] = fid
+    variance = dict(first["variance"], fits=fits, samples=list(samples.values()))  # training: the same models
+    chains = sorted({T for T, _ in samples})
+    profile = replace(_profile_from_dict(first["profile"]), variance_chains=tuple(chains))
+    return profile, variance
+
+
+def merge_reports(paths: list[Path], out: Path, name: str) -> str:
+    """Claim 2's report, JSON and figures from the JSON of several runs (``--merge``), as ``<name>`` in ``out``."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    profile, variance = merge_variance(docs)
+    runs = [f"- `{Path(p).name}`: {d['minutes']:.1f} min; {d.get('machine', '?')}" for p, d in zip(paths, docs)]
+    text = "\n".join([f"## Results: claim 2, `{name}` (merged)", "", "Merged from these runs (the same models, "
+                      "samples and seeds; a cell sampled twice has the same FID in both):", "", *runs, "",
+                      *variance_report(variance, profile)])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"results-{name}-claims2.md").write_text(text + "\n")
+    (out / f"results-{name}-claims2.json").write_text(json.dumps(
+        {"profile": asdict(profile), "claims": [2], "merged": [str(p) for p in paths], "variance": variance,
+         "minutes": sum(d["minutes"] for d in docs)}, indent=1))
+    variance_figures(variance, profile, out, name)
+    return text
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -853,6 +927,8 @@ def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> 
         fig.savefig(out / f"fid_vs_steps-{name}.png")
         plt.close(fig)
 
+    if not variance["fits"]:
+        return
     fits = {}
     for key, d in variance["fits"].items():
         kind, T = key.rsplit("-T", 1)
@@ -912,7 +988,16 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="claim 2: use the models an earlier run left in --work (same config) instead of "
                              "training them again")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: join the claim-2 JSON of several runs into one report (named --name)")
+    parser.add_argument("--name", default="merged", help="with --merge: the merged report's name")
     args = parser.parse_args(argv)
+    if args.merge:
+        try:
+            print(merge_reports(args.merge, args.out, args.name))
+        except (OSError, ValueError, KeyError) as error:
+            parser.exit(2, f"claims.py --merge: {error}\n")
+        return
     name = args.profile or ("quick" if args.quick else "full")
     profile, claims, data, device = PROFILES[name], args.claims, args.data, args.device
     if (data != "digits" or device != "cpu") and claims != (2,):

@@ -95,6 +95,73 @@ def test_variance_jobs_of_a_profile_with_chosen_variants_one_job_per_seed(tmp_pa
     assert {job[2] for job in full} == set(claims.VARIANTS) and all(len(job[3]) == 3 for job in full)
 
 
+def _cells(profiles, tmp_path):
+    """{(T, variant, seed, steps)} the profiles sample."""
+    return {(job[1], job[2], seed, k) for name in profiles
+            for job in claims.variance_sampling_jobs(claims.PROFILES[name], tmp_path)
+            for seed, steps in job[3] for k in steps}
+
+
+def test_the_three_lite_runs_together_sample_every_cell_the_issue_asks_for(tmp_path):
+    rest = _cells(["full-lite-rest"], tmp_path)
+    done = _cells(["full-lite", "full-lite-same"], tmp_path)
+    assert not rest & done  # the rest samples nothing twice
+    everything = rest | done
+    for T in (1000, 4000):
+        for variant in set(claims.VARIANTS) - ({"learned-paper"} if T == 4000 else set()):
+            for k in (25, 50, 100, 250):
+                assert {(T, variant, seed, k) for seed in (0, 1, 2)} <= everything, (T, variant, k)
+    for variant in claims.LONG_VARIANTS:  # the full chain of T = 1000
+        assert {(1000, variant, seed, 1000) for seed in (0, 1, 2)} <= everything
+    assert claims.PROFILES["full-lite-rest"].variance_samples * 3 >= 1000
+
+
+def _claim2_doc(cells: dict, floor=(1.0, 1.1, 1.2), samples=334) -> dict:
+    """A results JSON of a claim-2 run with FIDs {(T, variant, seed, steps): fid}."""
+    records = {}
+    for (T, variant, seed, k), fid in cells.items():
+        records.setdefault((T, variant), {"name": "variance-sample", "T": T, "variant": variant, "fid": {}})
+        records[(T, variant)]["fid"].setdefault(str(seed), {})[str(k)] = fid
+    profile = dict(json.loads(json.dumps(claims.asdict(claims.PROFILES["full-lite"]))), variance_samples=samples)
+    return {"profile": profile, "minutes": 1.0, "machine": "test", "variance": {
+        "fits": {}, "floor": list(floor), "samples": list(records.values()), "training": [], "data": "digits"}}
+
+
+def test_merge_joins_runs_and_pairs_the_cells_they_share():
+    a = _claim2_doc({(1000, "learned", 0, 25): 2.0, (1000, "learned", 1, 25): 2.4, (1000, "ddim", 0, 25): 3.0,
+                     (1000, "ddim", 1, 25): 3.1})
+    b = _claim2_doc({(1000, "learned", 0, 25): 2.0, (1000, "learned", 1, 25): 2.4, (1000, "oracle", 0, 25): 1.5,
+                     (1000, "oracle", 1, 25): 1.8, (4000, "learned", 0, 250): 1.7})
+    profile, variance = claims.merge_variance([a, b])
+    assert profile.variance_chains == (1000, 4000)
+    table = claims.variance_table(variance["samples"], 1000)
+    assert table == {"learned": {25: {0: 2.0, 1: 2.4}}, "ddim": {25: {0: 3.0, 1: 3.1}},
+                     "oracle": {25: {0: 1.5, 1: 1.8}}}
+    assert claims.variance_table(variance["samples"], 4000) == {"learned": {250: {0: 1.7}}}
+    report = "\n".join(claims.variance_report(variance, profile))
+    assert "-0.550 [" in report  # oracle minus learned, paired over the two seeds: (-0.5 - 0.6) / 2
+
+
+def test_merge_refuses_runs_that_do_not_pair(tmp_path):
+    a = _claim2_doc({(1000, "learned", 0, 25): 2.0})
+    with pytest.raises(ValueError, match="seed 0, 25 steps"):
+        claims.merge_variance([a, _claim2_doc({(1000, "learned", 0, 25): 2.1})])
+    with pytest.raises(ValueError, match="variance_samples"):
+        claims.merge_variance([a, _claim2_doc({(1000, "ddim", 0, 25): 2.1}, samples=1000)])
+    with pytest.raises(ValueError, match="floor"):
+        claims.merge_variance([a, _claim2_doc({(1000, "ddim", 0, 25): 2.1}, floor=(9.0, 9.0, 9.0))])
+    paths = []
+    for i, doc in enumerate([a, _claim2_doc({(1000, "learned", 0, 25): 2.1})]):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as stop:  # one line, no traceback
+        claims.main(["--merge", *map(str, paths), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    claims.main(["--merge", str(paths[0]), "--out", str(tmp_path / "out"), "--name", "one"])
+    assert (tmp_path / "out" / "results-one-claims2.md").exists()
+    assert (tmp_path / "out" / "fid_vs_steps-one.png").exists()
+
+
 def test_saved_config_predating_a_new_field_is_the_same_config():
     from ddpm_lite.configs import ExperimentConfig
 
