@@ -456,15 +456,6 @@ def main(argv=None) -> None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(data, indent=1))
 
-    torch.set_num_threads(args.fid_threads)
-    if "spacing" in parts:
-        fid_sweep(spacing_contenders(model, diffusion), args.spacing_steps, scorer, args.draws,
-                  checkpoint=lambda results: save("spacing", results))
-    if "reference" in parts:
-        ancestral = ours(model, diffusion)[0]
-        data["reference"] = {"steps": args.reference_steps, "fids": fid_sweep(
-            [ancestral], [args.reference_steps], scorer, args.draws)["ancestral"][args.reference_steps]}
-        save()
     contenders = []
     if parts & {"fid", "timing"}:
         contenders = ours(model, diffusion)
@@ -477,16 +468,31 @@ def main(argv=None) -> None:
                 parser.error(f"unknown samplers {sorted(unknown)}: choose from {[c.name for c in contenders]}")
             contenders = [c for c in contenders if c.name in args.samplers]
         save("calls", {c.name: {k: c.calls(k) for k in args.steps} for c in contenders})
-    if "fid" in parts:
-        fid_sweep(contenders, args.steps, scorer, args.draws, checkpoint=lambda results: save("fid", results))
-
-    torch.set_num_threads(args.threads)
+    # the seconds first, on the machine as the run found it (they depend on the load; the FIDs do not: seeded,
+    # one thread), with the load average around them
     if "timing" in parts:
+        loads = [os.getloadavg()[0]]
         save("seconds", timing(contenders, args.steps, args.rounds))
         ancestral = ours(model, diffusion)[0]
         data["reference_seconds"] = timing([ancestral], [args.reference_steps], 1)["ancestral"][args.reference_steps]
+        data["timing_load"] = loads + [os.getloadavg()[0]]
+        save()
+        print(f"timing done, load average {data['timing_load'][0]:.1f} before, {data['timing_load'][1]:.1f} after",
+              flush=True)
     if "wins" in parts:
         data["wins"] = wins(model, diffusion, args.wins_steps, args.rounds)
+        save()
+
+    torch.set_num_threads(args.fid_threads)
+    if "spacing" in parts:
+        fid_sweep(spacing_contenders(model, diffusion), args.spacing_steps, scorer, args.draws,
+                  checkpoint=lambda results: save("spacing", results))
+    if "fid" in parts:
+        fid_sweep(contenders, args.steps, scorer, args.draws, checkpoint=lambda results: save("fid", results))
+    if "reference" in parts:  # the longest part last
+        ancestral = ours(model, diffusion)[0]
+        data["reference"] = {"steps": args.reference_steps, "fids": fid_sweep(
+            [ancestral], [args.reference_steps], scorer, args.draws)["ancestral"][args.reference_steps]}
     save()
 
     lines = report(data, args.rounds) + [f"\n(this run: {(time.perf_counter() - start) / 60:.1f} minutes)"]
