@@ -988,6 +988,9 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="claim 2: use the models an earlier run left in --work (same config) instead of "
                              "training them again")
+    parser.add_argument("--chains", type=int, nargs="+", metavar="T",
+                        help="claim 2 only: these of the profile's chain lengths (a run per T can go side by side "
+                             "with the others; --merge joins their reports)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: join the claim-2 JSON of several runs into one report (named --name)")
     parser.add_argument("--name", default="merged", help="with --merge: the merged report's name")
@@ -1004,6 +1007,13 @@ def main(argv=None) -> None:
         parser.error("--data and --device apply to claim 2 alone: add --claims 2")
     tag = name if data == "digits" else f"{name}-{data}"  # in the names of the files written
     work = args.work or ROOT / "runs" / f"claims-{tag}"
+    if args.chains:
+        unknown = set(args.chains) - set(profile.variance_chains)
+        if claims != (2,) or unknown:
+            parser.error(f"--chains applies to claim 2 alone (add --claims 2) and takes chain lengths of the "
+                         f"{name} profile: {', '.join(map(str, profile.variance_chains))}")
+        profile = replace(profile, variance_chains=tuple(sorted(args.chains)))
+        tag += "-T" + "-".join(map(str, profile.variance_chains))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trained = [run for run in RUNS if any(run in CLAIM_RUNS.get(c, ()) for c in claims)]
@@ -1024,7 +1034,7 @@ def main(argv=None) -> None:
     print(f"{name} profile, claims {', '.join(map(str, claims))}: {len(jobs)} jobs on {args.workers} workers",
           flush=True)
     context = multiprocessing.get_context("spawn")
-    log = work / "jobs.jsonl" if 2 in claims else None  # claim 2's results as they come (it runs for hours)
+    log = work / f"jobs-{tag}.jsonl" if 2 in claims else None  # claim 2's results as they come (for hours)
     if log is not None:
         work.mkdir(parents=True, exist_ok=True)
         log.write_text("")

@@ -162,6 +162,19 @@ def test_merge_refuses_runs_that_do_not_pair(tmp_path):
     assert (tmp_path / "out" / "fid_vs_steps-one.png").exists()
 
 
+def test_chains_runs_claim_2_for_some_chain_lengths_under_its_own_name(tmp_path):
+    for argv in (["--chains", "4000", "--claims", "2"], ["--chains", "1000"]):  # not the profile's; not claim 2
+        with pytest.raises(SystemExit) as stop:
+            claims.main(["--profile", "smoke", "--out", str(tmp_path), *argv])
+        assert stop.value.code == 2
+    claims.main(["--profile", "smoke", "--claims", "2", "--chains", "1000", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])
+    result = json.loads((tmp_path / "results-smoke-T1000-claims2.json").read_text())
+    assert result["profile"]["variance_chains"] == [1000]
+    assert (tmp_path / "work" / "jobs-smoke-T1000.jsonl").read_text().count("variance-sample") == len(
+        claims.variance_sampling_jobs(claims.PROFILES["smoke"], tmp_path))
+
+
 def test_saved_config_predating_a_new_field_is_the_same_config():
     from ddpm_lite.configs import ExperimentConfig
 
