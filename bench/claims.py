@@ -98,6 +98,7 @@ class Profile:
     # variant has its first seeds done before any has its last
     variance_extra_steps: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (variant, step counts) on top of
     # variance_steps, every chain and seed
+    variance_done: tuple[tuple[int, str, int], ...] = ()  # (T, variant, steps) cells another profile samples: skipped
 
 
 PROFILES = {
@@ -141,6 +142,15 @@ PROFILES = {
                               variance_seeds=(0, 1, 2), variance_steps=(250,),
                               variance_extra_steps=(("oracle", (25, 50, 100)), ("same-large", (25, 50, 100))),
                               variance_long_steps=(1000,), variance_long_seeds=(0, 1, 2), variance_job_per_seed=True),
+    # and the last cells, after full-lite-rest: every other variant at 1,000 steps, T = 1000 (the full chain) and
+    # T = 4000
+    "full-lite-long": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
+                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
+                              guidance_steps=50,
+                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
+                              variance_seeds=(0, 1, 2), variance_steps=(1000,),
+                              variance_done=((1000, "learned", 1000), (1000, "simple-small", 1000)),
+                              variance_job_per_seed=True),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
@@ -554,7 +564,11 @@ def variance_sampling_jobs(profile: Profile, work: Path, data: str = "digits", d
                 if T in profile.variance_long_chains and variant in LONG_VARIANTS and \
                         seed in profile.variance_long_seeds:
                     steps += tuple(profile.variance_long_steps)
-                plan.append((seed, steps))
+                steps = tuple(k for k in steps if (T, variant, k) not in profile.variance_done)
+                if steps:
+                    plan.append((seed, steps))
+            if not plan:
+                continue
             if profile.variance_job_per_seed:
                 jobs += [("vsample", T, variant, (seed_steps,), profile, work, data, device) for seed_steps in plan]
             else:
@@ -785,9 +799,12 @@ def merge_variance(docs: list[dict]) -> tuple[Profile, dict]:
     must have the same FID in both (the noise is seeded); the floors and fits must agree too."""
     if not docs or any(d.get("variance") is None for d in docs):
         raise ValueError("--merge takes the JSON of claim-2 runs (results-<profile>-claims2.json)")
+    docs = sorted(docs, key=lambda d: d.get("profile") is None)  # a job log has no profile: never first
     first = docs[0]
+    if first.get("profile") is None:
+        raise ValueError("--merge needs one run's results JSON besides job logs (its profile and floor)")
     same = ("variance_samples", "variance_seeds", "variance_train_steps", "variance_fit_images")
-    for d in docs[1:]:
+    for d in (d for d in docs[1:] if d.get("profile") is not None):
         differs = [k for k in same if d["profile"][k] != first["profile"][k]]
         if differs or not np.allclose(d["variance"]["floor"], first["variance"]["floor"]):
             raise ValueError(f"these runs differ in {', '.join(differs) or 'the floor'}: they do not pair")
@@ -814,9 +831,17 @@ def merge_variance(docs: list[dict]) -> tuple[Profile, dict]:
     return profile, variance
 
 
+def _job_log(path: Path) -> dict:
+    """A run's job log (``jobs-<name>.jsonl``: the sampling jobs that finished, e.g. of a run stopped before its
+    end) as a results JSON without a profile, floor or fits, for :func:`merge_variance`."""
+    samples = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("name") == "variance-sample"]
+    return {"profile": None, "minutes": sum(r.get("minutes", 0.0) for r in samples), "machine": "the jobs of a job log",
+            "variance": {"samples": samples, "fits": {}, "floor": None}}
+
+
 def merge_reports(paths: list[Path], out: Path, name: str) -> str:
     """Claim 2's report, JSON and figures from the JSON of several runs (``--merge``), as ``<name>`` in ``out``."""
-    docs = [json.loads(Path(p).read_text()) for p in paths]
+    docs = [_job_log(Path(p)) if Path(p).suffix == ".jsonl" else json.loads(Path(p).read_text()) for p in paths]
     profile, variance = merge_variance(docs)
     runs = [f"- `{Path(p).name}`: {d['minutes']:.1f} min; {d.get('machine', '?')}" for p, d in zip(paths, docs)]
     text = "\n".join([f"## Results: claim 2, `{name}` (merged)", "", "Merged from these runs (the same models, "

@@ -102,18 +102,17 @@ def _cells(profiles, tmp_path):
             for seed, steps in job[3] for k in steps}
 
 
-def test_the_three_lite_runs_together_sample_every_cell_the_issue_asks_for(tmp_path):
-    rest = _cells(["full-lite-rest"], tmp_path)
-    done = _cells(["full-lite", "full-lite-same"], tmp_path)
-    assert not rest & done  # the rest samples nothing twice
-    everything = rest | done
+def test_the_lite_runs_together_sample_every_cell_the_issue_asks_for_once(tmp_path):
+    runs = ["full-lite", "full-lite-same", "full-lite-rest", "full-lite-long"]
+    cells = [_cells([name], tmp_path) for name in runs]
+    assert sum(map(len, cells[2:])) == len(set().union(*cells[2:]))  # the later runs sample nothing twice
+    assert not set().union(*cells[:2]) & set().union(*cells[2:])  # nor anything the first two did
+    everything = set().union(*cells)
     for T in (1000, 4000):
         for variant in set(claims.VARIANTS) - ({"learned-paper"} if T == 4000 else set()):
-            for k in (25, 50, 100, 250):
+            for k in (25, 50, 100, 250, 1000):
                 assert {(T, variant, seed, k) for seed in (0, 1, 2)} <= everything, (T, variant, k)
-    for variant in claims.LONG_VARIANTS:  # the full chain of T = 1000
-        assert {(1000, variant, seed, 1000) for seed in (0, 1, 2)} <= everything
-    assert claims.PROFILES["full-lite-rest"].variance_samples * 3 >= 1000
+    assert all(claims.PROFILES[name].variance_samples * 3 >= 1000 for name in runs)
 
 
 def _claim2_doc(cells: dict, floor=(1.0, 1.1, 1.2), samples=334) -> dict:
@@ -159,6 +158,14 @@ def test_merge_refuses_runs_that_do_not_pair(tmp_path):
     assert stop.value.code == 2
     claims.main(["--merge", str(paths[0]), "--out", str(tmp_path / "out"), "--name", "one"])
     assert (tmp_path / "out" / "results-one-claims2.md").exists()
+    log = tmp_path / "jobs-stopped.jsonl"  # the jobs a stopped run finished
+    log.write_text(json.dumps(_claim2_doc({(1000, "ddim", 0, 25): 3.0})["variance"]["samples"][0]) + "\n"
+                   + json.dumps({"name": "variance-model"}) + "\n")
+    claims.main(["--merge", str(log), str(paths[0]), "--out", str(tmp_path / "out"), "--name", "two"])
+    joined = json.loads((tmp_path / "out" / "results-two-claims2.json").read_text())["variance"]
+    assert claims.variance_table(joined["samples"], 1000) == {"learned": {25: {0: 2.0}}, "ddim": {25: {0: 3.0}}}
+    with pytest.raises(SystemExit):  # a job log alone: no profile, no floor
+        claims.main(["--merge", str(log), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "fid_vs_steps-one.png").exists()
 
 
