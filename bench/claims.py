@@ -1016,6 +1016,8 @@ def main(argv=None) -> None:
     parser.add_argument("--chains", type=int, nargs="+", metavar="T",
                         help="claim 2 only: these of the profile's chain lengths (a run per T can go side by side "
                              "with the others; --merge joins their reports)")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), metavar="VARIANT",
+                        help=f"claim 2 only: sample these variants of the profile's ({', '.join(VARIANTS)})")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: join the claim-2 JSON of several runs into one report (named --name)")
     parser.add_argument("--name", default="merged", help="with --merge: the merged report's name")
@@ -1039,6 +1041,13 @@ def main(argv=None) -> None:
                          f"{name} profile: {', '.join(map(str, profile.variance_chains))}")
         profile = replace(profile, variance_chains=tuple(sorted(args.chains)))
         tag += "-T" + "-".join(map(str, profile.variance_chains))
+    if args.variants:
+        if claims != (2,):
+            parser.error("--variants applies to claim 2 alone: add --claims 2")
+        chosen = [v for v in VARIANTS if v in args.variants and (profile.variance_variants is None
+                                                                  or v in profile.variance_variants)]
+        profile = replace(profile, variance_variants=tuple(chosen))
+        tag += "-" + "-".join(chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trained = [run for run in RUNS if any(run in CLAIM_RUNS.get(c, ()) for c in claims)]

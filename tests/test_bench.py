@@ -182,6 +182,16 @@ def test_chains_runs_claim_2_for_some_chain_lengths_under_its_own_name(tmp_path)
         claims.variance_sampling_jobs(claims.PROFILES["smoke"], tmp_path))
 
 
+def test_variants_samples_only_the_chosen_variants_under_their_own_name(tmp_path):
+    with pytest.raises(SystemExit) as stop:  # claim 2 alone
+        claims.main(["--profile", "smoke", "--variants", "ddim", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    claims.main(["--profile", "smoke", "--claims", "2", "--variants", "ddim", "learned", "--out", str(tmp_path),
+                 "--work", str(tmp_path / "work")])
+    result = json.loads((tmp_path / "results-smoke-learned-ddim-claims2.json").read_text())
+    assert set(claims.variance_table(result["variance"]["samples"], 1000)) == {"learned", "ddim"}
+
+
 def test_saved_config_predating_a_new_field_is_the_same_config():
     from ddpm_lite.configs import ExperimentConfig
 
