@@ -4,7 +4,9 @@
     python bench/claims.py              # the full profile: 2,000 steps (as the shipped models), several hours
     python bench/claims.py --claims 2   # one claim (here: learned vs fixed variance) of the chosen profile
     python bench/claims.py --profile full-lite --claims 2 --work runs/claims-full --reuse   # claim 2 as in
-                                        # docs/claims.md: the full profile's models, a smaller sampling plan (42 min)
+                                        # docs/claims.md: the full profile's models, 334 samples x 3 seeds (42 min);
+                                        # then full-lite-same, -rest and -long (--chains, --variants: side by side)
+    python bench/claims.py --merge A.json B.json ... --name NAME   # one claim-2 report from several runs
 
 Every model is the ``digits`` preset (the shipped unconditional model's config: ADM U-Net, cosine schedule,
 learned variance, hybrid loss, batch 128) with one thing changed, trained for the same number of steps:
