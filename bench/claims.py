@@ -103,6 +103,18 @@ class Profile:
     variance_done: tuple[tuple[int, str, int], ...] = ()  # (T, variant, steps) cells another profile samples: skipped
 
 
+# claim 2 on 2 busy shared cores, with the full profile's trained models (--claims 2 --work runs/claims-full
+# --reuse): the full profile's 1,000 samples x 3 seeds x (25 + 50 + 100 steps) x 15 variants, plus the long
+# steps, is ~10,000 network calls of batch 1,000, hours of CPU time; this is a third of the samples per seed
+# (1,002 paired samples per cell over the seeds), the paper's comparisons (learned, fixed beta~ and beta with
+# L_simple, DDIM; the paper's own hybrid loss at T = 1000), no long step counts
+FULL_LITE = Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
+                    fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
+                    guidance_steps=50,
+                    variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
+                    variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
+                    variance_variants=("learned", "learned-paper", "simple-small", "simple-large", "ddim"),
+                    variance_job_per_seed=True)
 PROFILES = {
     "quick": Profile(steps=600, seeds=(0,), bpd_images=48, fid_samples=200, fid_steps=(10, 25, 50, 100),
                      guidance_scales=(0, 1, 2, 4, 6, 10), guidance_steps=25,
@@ -114,45 +126,20 @@ PROFILES = {
                     variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=1000,
                     variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100), variance_long_steps=(250, 1000),
                     variance_long_seeds=(0,)),
-    # claim 2 on 2 busy shared cores, with the full profile's trained models (--claims 2 --work runs/claims-full
-    # --reuse): the full profile's 1,000 samples x 3 seeds x (25 + 50 + 100 steps) x 15 variants, plus the long
-    # steps, is ~10,000 network calls of batch 1,000, hours of CPU time; this is a third of the samples per seed
-    # (1,002 paired samples per cell over the seeds), the paper's comparisons (learned, fixed beta~ and beta with
-    # L_simple, DDIM; the paper's own hybrid loss at T = 1000), no long step counts
-    "full-lite": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
-                         fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
-                         guidance_steps=50,
-                         variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
-                         variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
-                         variance_variants=("learned", "learned-paper", "simple-small", "simple-large", "ddim"),
-                         variance_job_per_seed=True),
+    "full-lite": FULL_LITE,
     # the same plan for the learned Sigma and the hybrid-v network sampled with a fixed beta~ (is the gap to the
     # L_simple model's beta~ the variance or the network?); a second run, after full-lite
-    "full-lite-same": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
-                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
-                              guidance_steps=50,
-                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
-                              variance_seeds=(0, 1, 2), variance_steps=(25, 50, 100),
-                              variance_variants=("learned", "same-small"), variance_job_per_seed=True),
-    # the cells full-lite and full-lite-same left out, the same models, samples and seeds (--merge joins the three
+    "full-lite-same": replace(FULL_LITE, variance_variants=("learned", "same-small")),
+    # the cells full-lite and full-lite-same left out, the same models, samples and seeds (--merge joins the
     # reports): every variant at 250 steps, the oracle v* and the same network with beta at 25/50/100 too, and the
     # full chain (1,000 steps of T = 1000) for learned Sigma and the L_simple model's beta~
-    "full-lite-rest": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
-                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
-                              guidance_steps=50,
-                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
-                              variance_seeds=(0, 1, 2), variance_steps=(250,),
+    "full-lite-rest": replace(FULL_LITE, variance_variants=None, variance_steps=(250,),
                               variance_extra_steps=(("oracle", (25, 50, 100)), ("same-large", (25, 50, 100))),
-                              variance_long_steps=(1000,), variance_long_seeds=(0, 1, 2), variance_job_per_seed=True),
+                              variance_long_steps=(1000,), variance_long_seeds=(0, 1, 2)),
     # and the last cells, after full-lite-rest: every other variant at 1,000 steps, T = 1000 (the full chain) and
     # T = 4000
-    "full-lite-long": Profile(steps=2000, seeds=(0, 1), bpd_images=128, fid_samples=360,
-                              fid_steps=(10, 25, 50, 100, 250, 1000), guidance_scales=(0, 0.5, 1, 2, 3, 4, 6, 8, 10),
-                              guidance_steps=50,
-                              variance_chains=(1000, 4000), variance_train_steps=2000, variance_samples=334,
-                              variance_seeds=(0, 1, 2), variance_steps=(1000,),
-                              variance_done=((1000, "learned", 1000), (1000, "simple-small", 1000)),
-                              variance_job_per_seed=True),
+    "full-lite-long": replace(FULL_LITE, variance_variants=None, variance_steps=(1000,),
+                              variance_done=((1000, "learned", 1000), (1000, "simple-small", 1000))),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
@@ -599,12 +586,18 @@ def variance_table(samples: list[dict], T: int) -> dict:
     """{variant: {steps: {seed: fid}}} of chain length T (from the results of :func:`sample_variant`, or their
     JSON, whose keys are strings)."""
     table: dict = {}
-    for r in samples:
-        if r["T"] == T:
-            for seed, fids in r["fid"].items():
-                for k, f in fids.items():
-                    table.setdefault(r["variant"], {}).setdefault(int(k), {})[int(seed)] = f
+    for chain, variant, seed, k, f in sample_cells(samples):
+        if chain == T:
+            table.setdefault(variant, {}).setdefault(k, {})[seed] = f
     return table
+
+
+def sample_cells(samples: list[dict]):
+    """(T, variant, seed, steps, FID) of every cell of the results of :func:`sample_variant` (or their JSON)."""
+    for r in samples:
+        for seed, fids in r["fid"].items():
+            for k, f in fids.items():
+                yield r["T"], r["variant"], int(seed), int(k), f
 
 
 def _job(job):
@@ -815,14 +808,12 @@ def merge_variance(docs: list[dict]) -> tuple[Profile, dict]:
     for d in docs:
         for key, fit in d["variance"]["fits"].items():
             fits.setdefault(key, fit)
-        for r in d["variance"]["samples"]:
-            for seed, by_steps in r["fid"].items():
-                for k, fid in by_steps.items():
-                    cell = (r["T"], r["variant"], int(seed), int(k))
-                    if cell in cells and abs(cells[cell] - fid) > 1e-9 * max(1.0, abs(fid)):
-                        raise ValueError(f"T = {cell[0]}, {cell[1]}, seed {cell[2]}, {cell[3]} steps: FID "
-                                         f"{cells[cell]} in one run and {fid} in another: not the same models")
-                    cells[cell] = fid
+        for *cell, fid in sample_cells(d["variance"]["samples"]):
+            cell = tuple(cell)
+            if cell in cells and abs(cells[cell] - fid) > 1e-9 * max(1.0, abs(fid)):
+                raise ValueError(f"T = {cell[0]}, {cell[1]}, seed {cell[2]}, {cell[3]} steps: FID "
+                                 f"{cells[cell]} in one run and {fid} in another: not the same models")
+            cells[cell] = fid
     samples: dict = {}
     for (T, variant, seed, k), fid in sorted(cells.items()):
         record = samples.setdefault((T, variant), {"name": "variance-sample", "T": T, "variant": variant, "fid": {}})
