@@ -140,6 +140,12 @@ PROFILES = {
     # T = 4000
     "full-lite-long": replace(FULL_LITE, variance_variants=None, variance_steps=(1000,),
                               variance_done=((1000, "learned", 1000), (1000, "simple-small", 1000))),
+    # where the beta~ effect shows: the same models and variants at 25-250 steps, six seeds (2,004 paired samples
+    # per cell), each cell measured in the digits features and in pixel space (the Frechet distance of the raw
+    # pixels, the samples' total variance)
+    "full-lite-pixel": replace(FULL_LITE, variance_seeds=(0, 1, 2, 3, 4, 5), variance_steps=(25, 50, 100, 250),
+                               variance_variants=("learned", "oracle", "same-small", "same-large", "simple-small",
+                                                  "simple-large", "ddim")),
     # claim 2 on one GPU (--claims 2 --data mnist --device cuda --workers 1): the paper's T = 4000, 20,000 steps
     "gpu": Profile(steps=2000, seeds=(0,), bpd_images=128, fid_samples=1000, fid_steps=(25, 50, 100),
                    guidance_scales=(0, 2), guidance_steps=50, variance_chains=(4000,), variance_train_steps=20000,
@@ -262,6 +268,8 @@ VARIANTS = {
     "simple-large": "Σ = β, L_simple model",
     "ddim": "DDIM η = 0, same network",
 }
+# the measures of each claim-2 cell (runs before the pixel measures have "fid" alone)
+METRICS = {"fid": "FID (digits features)", "pfd": "pixel Fréchet distance", "spread": "total variance of the samples"}
 LONG_VARIANTS = ("learned", "simple-small")  # also sampled at the profile's long step counts
 VARIANCE_MODELS = ("hybrid-v", "hybrid", "simple")
 SHIPPED = ROOT / "ddpm_lite" / "checkpoints" / "digits.pt"  # the digits preset, 2,000 steps, seed 0
@@ -480,8 +488,10 @@ def _test_features(net, data: str = "digits"):
 
 def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]], ...], profile: Profile,
                    work: Path, data: str = "digits", device: str = "cpu") -> dict:
-    """FID of ``variance_samples`` samples of one variant for each (seed, step counts) of ``plan``: the noise of
-    ``seed`` (x_T, then the noise of every step, drawn on the CPU), the same for every variant."""
+    """Three measures of ``variance_samples`` samples of one variant for each (seed, step counts) of ``plan``
+    (the noise of ``seed``: x_T, then the noise of every step, drawn on the CPU, the same for every variant):
+    ``fid`` in the digits feature space, ``pfd`` the Frechet distance in pixel space (the same formula on the
+    raw pixels) and ``spread`` the samples' total variance (the sum over pixels), all against the test images."""
     from ddpm_lite.configs import DATA_SHAPES
     from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
     from ddpm_lite.sampling import generate
@@ -490,16 +500,52 @@ def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]]
     start = time.perf_counter()
     net = load_digits_feature_net(device=device)
     reference = _test_features(net, data)
+    reference_pixels = _pixels(_test_images(data))
     model, diffusion, kwargs = variance_sampler(variant, T, work, device)
-    fids: dict = {}
+    measures: dict = {metric: {} for metric in METRICS}
     for seed, steps in plan:
         for k in steps:
             samples = generate(model, diffusion, (profile.variance_samples, *DATA_SHAPES[data]), steps=min(k, T),
                                generator=torch.Generator().manual_seed(seed), device=device, **kwargs)
-            fids.setdefault(seed, {})[k] = fid_from_features(extract_features(samples, net), reference)
+            pixels = _pixels(samples)
+            measures["fid"].setdefault(seed, {})[k] = fid_from_features(extract_features(samples, net), reference)
+            measures["pfd"].setdefault(seed, {})[k] = fid_from_features(pixels, reference_pixels)
+            measures["spread"].setdefault(seed, {})[k] = spread(pixels)
     minutes = (time.perf_counter() - start) / 60
     print(f"  claim 2: T = {T}, {variant}: {minutes:.1f} min", flush=True)
-    return {"name": "variance-sample", "T": T, "variant": variant, "fid": fids, "minutes": minutes}
+    return {"name": "variance-sample", "T": T, "variant": variant, **measures, "minutes": minutes}
+
+
+def _test_images(data: str = "digits") -> torch.Tensor:
+    from ddpm_lite.data import load_dataset
+
+    return load_dataset(data, "test").images
+
+
+def _pixels(images) -> np.ndarray:
+    """Images (N, C, H, W) as float64 rows of pixels (N, C H W)."""
+    return torch.as_tensor(images).reshape(len(images), -1).double().numpy()
+
+
+def spread(pixels: np.ndarray) -> float:
+    """The total variance of images as pixel rows: the sum over pixels of each pixel's variance over images
+    (the trace of their covariance; the digits' test set: 19.0 in [-1, 1] units)."""
+    return float(np.var(pixels, axis=0, ddof=1).sum())
+
+
+def pixel_floor(profile: Profile, data: str = "digits") -> dict:
+    """The pixel-space measures of real images: ``pfd``, the pixel Frechet distance of ``variance_samples``
+    training images (one draw per seed, as :func:`variance_floor`) against the test images, and ``spread``, the
+    test images' total variance."""
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics import fid_from_features
+
+    test, train = _pixels(_test_images(data)), _pixels(load_dataset(data, "train").images)
+
+    n = min(profile.variance_samples, len(train))
+    draws = [torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].numpy()
+             for seed in profile.variance_seeds]  # the draws of variance_floor
+    return {"pfd": [fid_from_features(train[d], test) for d in draws], "spread": spread(test)}
 
 
 def variance_floor(profile: Profile, data: str = "digits") -> list[float]:
@@ -582,21 +628,22 @@ def paired_test(a, b) -> dict | None:
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "p": p}
 
 
-def variance_table(samples: list[dict], T: int) -> dict:
-    """{variant: {steps: {seed: fid}}} of chain length T (from the results of :func:`sample_variant`, or their
-    JSON, whose keys are strings)."""
+def variance_table(samples: list[dict], T: int, metric: str = "fid") -> dict:
+    """{variant: {steps: {seed: value}}} of chain length T and one of :data:`METRICS` (from the results of
+    :func:`sample_variant`, or their JSON, whose keys are strings)."""
     table: dict = {}
-    for chain, variant, seed, k, f in sample_cells(samples):
+    for chain, variant, seed, k, f in sample_cells(samples, metric):
         if chain == T:
             table.setdefault(variant, {}).setdefault(k, {})[seed] = f
     return table
 
 
-def sample_cells(samples: list[dict]):
-    """(T, variant, seed, steps, FID) of every cell of the results of :func:`sample_variant` (or their JSON)."""
+def sample_cells(samples: list[dict], metric: str = "fid"):
+    """(T, variant, seed, steps, value) of every cell of the results of :func:`sample_variant` (or their JSON)
+    that has ``metric``."""
     for r in samples:
-        for seed, fids in r["fid"].items():
-            for k, f in fids.items():
+        for seed, values in r.get(metric, {}).items():
+            for k, f in values.items():
                 yield r["T"], r["variant"], int(seed), int(k), f
 
 
@@ -731,38 +778,47 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
         kind, T = key.rsplit("-T", 1)
         label = "hybrid loss, v preconditioned" if kind == "hybrid-v" else "the paper's hybrid loss"
         lines.append(f"| {label} | {T} | {_fit_summary(fit)} |")
+    pixel = variance.get("pixel")
+    if pixel is not None:
+        lines += ["", f"Pixel-space measures of the same samples: the **pixel Fréchet distance** (the FID formula on "
+                  f"the raw pixels, against the test images; floor {mean_sd(pixel['pfd'])}) and the **total "
+                  f"variance** of the samples (the sum over pixels of their variance; the test images: "
+                  f"{pixel['spread']:.2f})."]
     for T in profile.variance_chains:
-        table = variance_table(variance["samples"], T)
-        steps = sorted({k for v in table.values() for k in v})
-        lines += ["", f"#### T = {T}: FID (mean ± sd over seeds; n = seeds)", "",
-                  "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
-        for variant, label in VARIANTS.items():
-            if variant not in table:
-                continue
-            cells = []
-            for k in steps:
-                values = list(table.get(variant, {}).get(k, {}).values())
-                cells.append(f"{mean_sd(values)} (n = {len(values)})" if values else "")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines += ["", f"#### T = {T}: paired difference to learned Σ (variant minus learned; 95% t-interval over "
-                      "seeds, paired t-test p)", "",
-                  "| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
-        for variant, label in VARIANTS.items():
-            if variant == "learned" or variant not in table:
-                continue
-            cells = []
-            for k in steps:
-                ours, theirs = table.get("learned", {}).get(k, {}), table.get(variant, {}).get(k, {})
-                common = sorted(set(ours) & set(theirs))
-                test = paired_test([theirs[s] for s in common], [ours[s] for s in common])
-                if test is None:
-                    cells.append(f"{theirs[common[0]] - ours[common[0]]:+.3f} (n = 1)" if common else "")
-                else:
-                    mark = "**" if test["p"] < 0.05 else ""
-                    cells.append(f"{mark}{test['mean']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], "
-                                 f"p = {test['p']:.2g}{mark}")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for metric in (m for m in METRICS if any(m in r for r in variance["samples"])):
+            lines += _metric_tables(variance_table(variance["samples"], T, metric), T, METRICS[metric])
     lines.append("")
+    return lines
+
+
+def _metric_tables(table: dict, T: int, title: str) -> list[str]:
+    """Markdown of one measure at chain length T: its mean ± sd per variant and step count, then each variant's
+    paired difference to learned Σ."""
+    steps = sorted({k for v in table.values() for k in v})
+    header = ["| variant | " + " | ".join(f"{k} steps" for k in steps) + " |", "|---|" + "---|" * len(steps)]
+    lines = ["", f"#### T = {T}: {title} (mean ± sd over seeds; n = seeds)", "", *header]
+    for variant, label in VARIANTS.items():
+        if variant in table:
+            values = [list(table[variant].get(k, {}).values()) for k in steps]
+            lines.append(f"| {label} | " + " | ".join(f"{mean_sd(v)} (n = {len(v)})" if v else "" for v in values)
+                         + " |")
+    lines += ["", f"#### T = {T}: {title}, paired difference to learned Σ (variant minus learned; 95% t-interval "
+                  "over seeds, paired t-test p)", "", *header]
+    for variant, label in VARIANTS.items():
+        if variant == "learned" or variant not in table:
+            continue
+        cells = []
+        for k in steps:
+            ours, theirs = table.get("learned", {}).get(k, {}), table[variant].get(k, {})
+            common = sorted(set(ours) & set(theirs))
+            test = paired_test([theirs[s] for s in common], [ours[s] for s in common])
+            if test is None:
+                cells.append(f"{theirs[common[0]] - ours[common[0]]:+.3f} (n = 1)" if common else "")
+            else:
+                mark = "**" if test["p"] < 0.05 else ""
+                cells.append(f"{mark}{test['mean']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], "
+                             f"p = {test['p']:.2g}{mark}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -808,16 +864,17 @@ def merge_variance(docs: list[dict]) -> tuple[Profile, dict]:
     for d in docs:
         for key, fit in d["variance"]["fits"].items():
             fits.setdefault(key, fit)
-        for *cell, fid in sample_cells(d["variance"]["samples"]):
-            cell = tuple(cell)
-            if cell in cells and abs(cells[cell] - fid) > 1e-9 * max(1.0, abs(fid)):
-                raise ValueError(f"T = {cell[0]}, {cell[1]}, seed {cell[2]}, {cell[3]} steps: FID "
-                                 f"{cells[cell]} in one run and {fid} in another: not the same models")
-            cells[cell] = fid
+        for metric in METRICS:
+            for *cell, value in sample_cells(d["variance"]["samples"], metric):
+                cell = (*cell, metric)
+                if cell in cells and abs(cells[cell] - value) > 1e-9 * max(1.0, abs(value)):
+                    raise ValueError(f"T = {cell[0]}, {cell[1]}, seed {cell[2]}, {cell[3]} steps: {metric} "
+                                     f"{cells[cell]} in one run and {value} in another: not the same models")
+                cells[cell] = value
     samples: dict = {}
-    for (T, variant, seed, k), fid in sorted(cells.items()):
+    for (T, variant, seed, k, metric), value in sorted(cells.items()):
         record = samples.setdefault((T, variant), {"name": "variance-sample", "T": T, "variant": variant, "fid": {}})
-        record["fid"].setdefault(str(seed), {})[str(k)] = fid
+        record.setdefault(metric, {}).setdefault(str(seed), {})[str(k)] = value
     variance = dict(first["variance"], fits=fits, samples=list(samples.values()))  # training: the same models
     chains = sorted({T for T, _ in samples})
     profile = replace(_profile_from_dict(first["profile"]), variance_chains=tuple(chains))
@@ -903,47 +960,64 @@ VARIANT_STYLE = {  # colour, marker, line style
 }
 
 
+def _steps_figure(variance: dict, profile: Profile, rows, path: Path) -> None:
+    """One row of panels (one per T) per (measure, axis label, reference level, its label) of ``rows``: the
+    measure's mean ± sd over seeds against the sampling steps, one line per variant."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    from ddpm_lite.course import style
+
+    chains = profile.variance_chains
+    with plt.rc_context(style.RC):
+        fig, axes = plt.subplots(len(rows), len(chains), figsize=(8.0, 2.0 + 4.4 * len(rows)), layout="constrained",
+                                 squeeze=False, sharey="row")
+        for row, (metric, ylabel, level, level_label) in zip(axes, rows):
+            for ax, T in zip(row, chains):
+                table = variance_table(variance["samples"], T, metric)
+                for variant, label in VARIANTS.items():
+                    cells = table.get(variant, {})
+                    steps = sorted(cells)
+                    if not steps:
+                        continue
+                    mean = [np.mean(list(cells[k].values())) for k in steps]
+                    sd = [np.std(list(cells[k].values()), ddof=1) if len(cells[k]) > 1 else 0.0 for k in steps]
+                    color, marker, ls = VARIANT_STYLE[variant]
+                    ax.errorbar(steps, mean, yerr=sd, color=color, marker=marker, ls=ls, ms=5, capsize=2, lw=1.3,
+                                label=label)
+                ax.axhline(level, color="0.4", ls="-.", lw=1, label=level_label)
+                ax.set(xscale="log", yscale="linear" if metric == "spread" else "log",
+                       xlabel="sampling steps (respaced)", title=f"T = {T}")
+                ax.set_xticks(sorted({k for cells in table.values() for k in cells}))
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                ax.yaxis.set_minor_formatter(ScalarFormatter() if metric != "spread" else NullFormatter())
+                ax.grid(alpha=0.3, which="both")
+            row[0].set_ylabel(ylabel)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT_PT)
+        fig.savefig(path)
+        plt.close(fig)
+
+
 def variance_figures(variance: dict, profile: Profile, out: Path, name: str) -> None:
-    """``fid_vs_steps-<name>.png`` (FID against steps, one panel per T, ± sd over seeds) and
-    ``variance_fit-<name>.png`` (each hybrid model's v(t) against v*(t))."""
+    """``fid_vs_steps-<name>.png`` (FID against steps, one panel per T, ± sd over seeds), with the pixel measures
+    where the run has them ``pixel_vs_steps-<name>.png`` (pixel Frechet distance and total variance against
+    steps), and ``variance_fit-<name>.png`` (each hybrid model's v(t) against v*(t))."""
     import matplotlib.pyplot as plt
 
     from ddpm_lite.course import style
     from ddpm_lite.course.plotting import variance_fit_figure
     from ddpm_lite.metrics.variance import VarianceFit
 
-    chains = profile.variance_chains
-    floor = float(np.mean(variance["floor"]))
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    with plt.rc_context(style.RC):
-        fig, axes = plt.subplots(1, len(chains), figsize=(8.0, 6.4), layout="constrained", squeeze=False,
-                                 sharey=True)
-        for ax, T in zip(axes[0], chains):
-            table = variance_table(variance["samples"], T)
-            for variant, label in VARIANTS.items():
-                cells = table.get(variant, {})
-                steps = sorted(cells)
-                if not steps:
-                    continue
-                mean = [np.mean(list(cells[k].values())) for k in steps]
-                sd = [np.std(list(cells[k].values()), ddof=1) if len(cells[k]) > 1 else 0.0 for k in steps]
-                color, marker, ls = VARIANT_STYLE[variant]
-                ax.errorbar(steps, mean, yerr=sd, color=color, marker=marker, ls=ls, ms=5, capsize=2, lw=1.3,
-                            label=label)
-            ax.axhline(floor, color="0.4", ls="-.", lw=1, label="floor (real training images)")
-            ax.set(xscale="log", yscale="log", xlabel="sampling steps (respaced)", title=f"T = {T}")
-            ax.set_xticks(sorted({k for cells in table.values() for k in cells}))
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
-            ax.grid(alpha=0.3, which="both")
-        axes[0][0].set_ylabel("FID against the test set")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT_PT)
-        fig.savefig(out / f"fid_vs_steps-{name}.png")
-        plt.close(fig)
+    rows = [("fid", "FID against the test set", float(np.mean(variance["floor"])), "floor (real training images)")]
+    _steps_figure(variance, profile, rows, out / f"fid_vs_steps-{name}.png")
+    pixel = variance.get("pixel")
+    if pixel is not None and any("pfd" in r for r in variance["samples"]):
+        rows = [("pfd", "pixel Fréchet distance", float(np.mean(pixel["pfd"])), "floor (real training images)"),
+                ("spread", "total variance", pixel["spread"], "the test images")]
+        _steps_figure(variance, profile, rows, out / f"pixel_vs_steps-{name}.png")
 
     if not variance["fits"]:
         return
@@ -1077,8 +1151,8 @@ def main(argv=None) -> None:
         training = [r for r in results if r["name"] == "variance-model"]
         training += [json.loads(_model_path(work, kind, 1000).with_suffix(".json").read_text())
                      for kind in shared.values()]
-        variance = {"fits": fits, "floor": variance_floor(profile, data), "samples": samples, "training": training,
-                    "data": data, "device": device}
+        variance = {"fits": fits, "floor": variance_floor(profile, data), "pixel": pixel_floor(profile, data),
+                    "samples": samples, "training": training, "data": data, "device": device}
         results = [r for r in results if r["name"] != "variance-model"]
     floor = _evaluation_data(profile)[3] if set(claims) & {1, 3, 4, 5} else None
     minutes = (time.perf_counter() - start) / 60

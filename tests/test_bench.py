@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,8 +40,36 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
     assert set(table) == set(claims.VARIANTS)
     assert all(set(table[v][k]) == {0, 1} for v in table for k in (2, 3))
     assert set(table["learned"][4]) == {0} and 4 not in table["oracle"]  # the long steps: LONG_VARIANTS, seed 0
-    assert "#### T = 1000: paired difference to learned Σ" in report and "p = " in report
+    assert "#### T = 1000: FID (digits features), paired difference to learned Σ" in report and "p = " in report
+    # the same cells in pixel space: the pixel Frechet distance and the samples' total variance, with the floor
+    for metric in ("pfd", "spread"):
+        cells = claims.variance_table(variance["samples"], 1000, metric)
+        assert {(v, k): set(s) for v, c in cells.items() for k, s in c.items()} == \
+            {(v, k): set(s) for v, c in table.items() for k, s in c.items()}
+        assert all(x > 0 for c in cells.values() for s in c.values() for x in s.values())
+        assert f"#### T = 1000: {claims.METRICS[metric]}, paired difference" in report
+    assert len(variance["pixel"]["pfd"]) == 2 and abs(variance["pixel"]["spread"] - 19.0) < 0.05
+    assert (tmp_path / "pixel_vs_steps-smoke.png").stat().st_size > 5000
     assert (tmp_path / "work" / "hybrid-v-T1000.pt").exists()
+
+
+def test_pixel_measures_against_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0, 0.1])
+    assert claims.spread(x) == pytest.approx(np.trace(np.cov(x.T)), rel=1e-12)
+    images = torch.from_numpy(x.reshape(50, 1, 2, 3)).float()
+    assert np.array_equal(claims._pixels(images), images.double().numpy().reshape(50, 6))
+    profile = claims.replace(claims.PROFILES["smoke"], variance_samples=5000)  # more than the training set: all of it
+    floor = claims.pixel_floor(profile)
+    from scipy.linalg import sqrtm
+
+    from ddpm_lite.data import load_dataset
+
+    train, test = (load_dataset("digits", split).images.reshape(-1, 64).double().numpy() for split in ("train", "test"))
+    s1, s2 = np.cov(train.T), np.cov(test.T)  # the Frechet distance written out, scipy's matrix square root
+    expected = np.sum((train.mean(0) - test.mean(0)) ** 2) + np.trace(s1 + s2 - 2 * sqrtm(s1 @ s2).real)
+    assert floor["pfd"] == pytest.approx([expected] * 2, rel=1e-6)
+    assert floor["spread"] == pytest.approx(np.trace(np.cov(test.T)), rel=1e-12)
 
 
 def test_claims_runs_one_claim_alone(tmp_path):
