@@ -787,7 +787,47 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
     for T in profile.variance_chains:
         for metric in (m for m in METRICS if any(m in r for r in variance["samples"])):
             lines += _metric_tables(variance_table(variance["samples"], T, metric), T, METRICS[metric])
+    if pixel is not None:
+        steps = {T: sorted({k for v in variance_table(variance["samples"], T, "pfd").values() for k in v})
+                 for T in profile.variance_chains}
+        lines += gaussian_lines(steps, data)
     lines.append("")
+    return lines
+
+
+GAUSSIAN_VARIANCES = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_diagonal": "Σ* per pixel",
+                      "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
+
+
+def gaussian_lines(steps: dict[int, list[int]], data: str = "digits") -> list[str]:
+    """Markdown: the same comparison with a perfect model of Gaussian data with the mean and covariance of the
+    training images of ``data``, in closed form (:func:`ddpm_lite.course.analytic.gaussian_sampler_moments`): the
+    pixel Frechet distance and the total variance of the samples, for each T and its ``steps``."""
+    from ddpm_lite.configs import ExperimentConfig
+    from ddpm_lite.course.analytic import gaussian_sampler_moments
+    from ddpm_lite.data import load_dataset
+    from ddpm_lite.metrics import frechet_distance
+    from ddpm_lite.respace import respace
+
+    train = _pixels(load_dataset(data, "train").images)
+    mean, cov = train.mean(axis=0), np.cov(train.T)
+    lines = ["", f"#### A perfect model of Gaussian {data} (closed form)", "",
+             f"Data N(m, C) with the mean and covariance of the {len(train)} training images (total variance "
+             f"{np.trace(cov):.2f}), the exact denoiser E[x_0 | x_t], the samplers as they run (from N(0, I), no "
+             "noise at the last step, no clipping): the pixel Fréchet distance to the data (total variance of the "
+             "samples). Σ* per pixel is the best a model with one variance per pixel (learned Σ) can do."]
+    for T, ks in steps.items():
+        if not ks:
+            continue
+        base = ExperimentConfig.preset("digits").override({"diffusion.num_timesteps": T}).build_diffusion()
+        lines += ["", f"T = {T}:", "", "| Σ | " + " | ".join(f"{k} steps" for k in ks) + " |",
+                  "|---|" + "---|" * len(ks)]
+        for variance, label in GAUSSIAN_VARIANCES.items():
+            cells = []
+            for k in ks:
+                m, c = gaussian_sampler_moments(respace(base, k) if k < T else base, mean, cov, variance)
+                cells.append(f"{frechet_distance(m, c, mean, cov):.4f} ({np.trace(c):.2f})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -49,6 +49,9 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
         assert all(x > 0 for c in cells.values() for s in c.values() for x in s.values())
         assert f"#### T = 1000: {claims.METRICS[metric]}, paired difference" in report
     assert len(variance["pixel"]["pfd"]) == 2 and abs(variance["pixel"]["spread"] - 19.0) < 0.05
+    perfect = report.split("#### A perfect model of Gaussian digits")[1]  # the closed form, one row per Sigma
+    assert all(f"| {label} | " in perfect for label in claims.GAUSSIAN_VARIANCES.values())
+    assert "| 2 steps | 3 steps |" in perfect
     assert (tmp_path / "pixel_vs_steps-smoke.png").stat().st_size > 5000
     assert (tmp_path / "work" / "hybrid-v-T1000.pt").exists()
 

@@ -80,3 +80,74 @@ class GaussianMixture:
         sq = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)
         log_normal = -sq / (2 * self.std ** 2) - d / 2 * math.log(2 * math.pi * self.std ** 2)
         return torch.logsumexp(torch.log(self.weights)[None] + log_normal, dim=-1)
+
+
+# --------------------------------------------------------------------------- Gaussian data: samplers in closed form
+
+SAMPLER_VARIANCES = ("fixed_small", "fixed_large", "optimal", "optimal_diagonal", "ddim")
+
+
+def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small", exact_ends: bool = False):
+    """The exact (mean, covariance) of what a sampler draws when the data are N(mean, cov) and the model is
+    perfect: float64 numpy arrays (D,) and (D, D).
+
+    For Gaussian data every step is linear in x_t: E[x_0 | x_t] = mean + G (x_t - sqrt(abar_t) mean) with
+    G = sqrt(abar_t) cov (abar_t cov + (1 - abar_t) I)^-1, and Cov(x_0 | x_t) = cov - sqrt(abar_t) G cov. So the
+    sample distribution after the chain (from x_T ~ N(0, I), through every step of ``diffusion``, a respaced one
+    for few steps) is Gaussian, tracked here step by step. ``variance`` is the reverse step's Sigma:
+
+    - ``fixed_small``: beta~_t (DDPM's sigma^2 = beta~); ``fixed_large``: beta_t (sigma^2 = beta);
+    - ``optimal``: beta~_t I + c_t^2 Cov(x_0 | x_t), c_t the coefficient of x_0 in the posterior mean (DDPM eq. 7).
+      This is the covariance of the true reverse step q(x_{t-1} | x_t): the minimiser of the
+      bound's term L_{t-1} (it puts back the x_0 uncertainty that beta~ leaves out), exact at every step count;
+    - ``optimal_diagonal``: its diagonal, the best Sigma a model with one variance per pixel (as Improved DDPM's
+      learned Sigma) can output;
+    - ``ddim``: DDIM with eta = 0 (Song et al. 2021, eq. 12), no noise.
+
+    As the samplers do, the chain starts from N(0, I) and its last step adds no noise (x_0 is the mean of
+    p(x_0 | x_1)); x_0 is not clipped (``clip_denoised=False``). ``exact_ends``: start from q(x_T) itself and
+    let the last step add its noise too; then ``optimal`` gives the data exactly, whatever the step count.
+    """
+    import numpy as np
+
+    if variance not in SAMPLER_VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}: choose one of {list(SAMPLER_VARIANCES)}")
+    mu = np.asarray(mean, dtype=np.float64)
+    c = np.asarray(cov, dtype=np.float64)
+    if mu.ndim != 1 or c.shape != (len(mu), len(mu)):
+        raise ValueError(f"mean must have shape (D,) and cov (D, D); got {mu.shape} and {c.shape}")
+    eye = np.eye(len(mu))
+    m, s = np.zeros(len(mu)), eye.copy()  # x_T ~ N(0, I)
+    if exact_ends:  # x_T ~ q(x_T) = N(sqrt(abar_T) mean, abar_T cov + (1 - abar_T) I)
+        abar = diffusion.alphas_cumprod[-1]
+        m, s = np.sqrt(abar) * mu, abar * c + (1 - abar) * eye
+    for i in reversed(range(diffusion.num_timesteps)):
+        abar, abar_prev = diffusion.alphas_cumprod[i], diffusion.alphas_cumprod_prev[i]
+        gain = np.sqrt(abar) * np.linalg.solve(abar * c + (1 - abar) * eye, c).T  # c (abar c + (1-abar) I)^-1
+        offset = (eye - np.sqrt(abar) * gain) @ mu  # x0_hat = gain x_t + offset
+        if variance == "ddim":
+            to_eps = np.sqrt((1 - abar_prev) / (1 - abar))  # x_{t-1} = sqrt(abar') x0_hat + sqrt(1-abar') eps_hat
+            a = np.sqrt(abar_prev) * gain + to_eps * (eye - np.sqrt(abar) * gain)
+            b = (np.sqrt(abar_prev) - to_eps * np.sqrt(abar)) * offset
+            noise = np.zeros_like(eye)
+        else:
+            c1, c2 = diffusion.posterior_mean_coef1[i], diffusion.posterior_mean_coef2[i]
+            a, b = c1 * gain + c2 * eye, c1 * offset
+            x0_cov = c - np.sqrt(abar) * gain @ c
+            beta_tilde = diffusion.posterior_variance[i]
+            noise = {"fixed_small": beta_tilde * eye, "fixed_large": diffusion.betas[i] * eye,
+                     "optimal": beta_tilde * eye + c1 ** 2 * x0_cov,
+                     "optimal_diagonal": np.diag(beta_tilde + c1 ** 2 * np.diag(x0_cov))}[variance]
+            if i == 0 and not exact_ends:
+                noise = np.zeros_like(eye)
+        m, s = a @ m + b, a @ s @ a.T + noise
+    return m, (s + s.T) / 2
+
+
+def gaussian_sampler_distance(diffusion, mean, cov, variance: str = "fixed_small", exact_ends: bool = False) -> float:
+    """The Frechet distance between the data N(mean, cov) and what the sampler draws with a perfect model
+    (:func:`gaussian_sampler_moments`): the FID formula on the exact distributions, no sampling error."""
+    from ddpm_lite.metrics import frechet_distance
+
+    m, s = gaussian_sampler_moments(diffusion, mean, cov, variance, exact_ends)
+    return frechet_distance(m, s, mean, cov)
