@@ -5,7 +5,8 @@
     python bench/claims.py --claims 2   # one claim (here: learned vs fixed variance) of the chosen profile
     python bench/claims.py --profile full-lite --claims 2 --work runs/claims-full --reuse   # claim 2 as in
                                         # docs/claims.md: the full profile's models, 334 samples x 3 seeds (42 min);
-                                        # then full-lite-same, -rest and -long (--chains, --variants: side by side)
+                                        # then full-lite-same, -rest and -long (--chains, --variants: side by side),
+                                        # and full-lite-pixel (six seeds, every cell measured in pixel space too)
     python bench/claims.py --merge A.json B.json ... --name NAME   # one claim-2 report from several runs
 
 Every model is the ``digits`` preset (the shipped unconditional model's config: ADM U-Net, cosine schedule,
@@ -49,7 +50,11 @@ only for :data:`LONG_VARIANTS` and ``variance_long_seeds``, which is what 1,000 
 2 cores. FID against the 360 held-out TEST digits (the one reference set of the series), with the real-data
 floor (as many training digits against the test digits, one random draw per seed). Each cell: mean ± sd over
 seeds; each variant's paired difference to learned Sigma (hybrid-v) over seeds, with a 95% t-interval
-(n - 1 degrees of freedom) and a two-sided paired t-test.
+(n - 1 degrees of freedom) and a two-sided paired t-test. The same cells are measured in pixel space too (runs
+since ``full-lite-pixel``): the Frechet distance of the raw pixels against the test images, with its floor, and
+the samples' total variance; beside them the report gives the closed form for a perfect model of Gaussian digits
+(:func:`ddpm_lite.course.analytic.gaussian_sampler_moments`), where a fixed beta~ leaves the samples too little
+spread at few steps.
 
 Runs go two at a time in worker processes of one thread each (``--workers``). Results: a markdown report, a JSON
 file and figures in ``--out`` (default ``docs/claims/``), named after the profile: ``fid_vs_steps-quick.png``
@@ -269,7 +274,8 @@ VARIANTS = {
     "ddim": "DDIM η = 0, same network",
 }
 # the measures of each claim-2 cell (runs before the pixel measures have "fid" alone)
-METRICS = {"fid": "FID (digits features)", "pfd": "pixel Fréchet distance", "spread": "total variance of the samples"}
+METRICS = {"fid": "FID (digits features)", "pfd": "pixel Fréchet distance", "spread": "total variance of the samples",
+           "feature_spread": "total variance of the samples' digits features"}
 LONG_VARIANTS = ("learned", "simple-small")  # also sampled at the profile's long step counts
 VARIANCE_MODELS = ("hybrid-v", "hybrid", "simple")
 SHIPPED = ROOT / "ddpm_lite" / "checkpoints" / "digits.pt"  # the digits preset, 2,000 steps, seed 0
@@ -491,7 +497,8 @@ def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]]
     """Three measures of ``variance_samples`` samples of one variant for each (seed, step counts) of ``plan``
     (the noise of ``seed``: x_T, then the noise of every step, drawn on the CPU, the same for every variant):
     ``fid`` in the digits feature space, ``pfd`` the Frechet distance in pixel space (the same formula on the
-    raw pixels) and ``spread`` the samples' total variance (the sum over pixels), all against the test images."""
+    raw pixels), ``spread`` the samples' total variance (the sum over pixels) and ``feature_spread`` the same in the
+    digits feature space, all against the test images."""
     from ddpm_lite.configs import DATA_SHAPES
     from ddpm_lite.metrics import extract_features, fid_from_features, load_digits_feature_net
     from ddpm_lite.sampling import generate
@@ -507,8 +514,9 @@ def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]]
         for k in steps:
             samples = generate(model, diffusion, (profile.variance_samples, *DATA_SHAPES[data]), steps=min(k, T),
                                generator=torch.Generator().manual_seed(seed), device=device, **kwargs)
-            pixels = _pixels(samples)
-            measures["fid"].setdefault(seed, {})[k] = fid_from_features(extract_features(samples, net), reference)
+            pixels, features = _pixels(samples), extract_features(samples, net)
+            measures["fid"].setdefault(seed, {})[k] = fid_from_features(features, reference)
+            measures["feature_spread"].setdefault(seed, {})[k] = spread(np.asarray(features, dtype=np.float64))
             measures["pfd"].setdefault(seed, {})[k] = fid_from_features(pixels, reference_pixels)
             measures["spread"].setdefault(seed, {})[k] = spread(pixels)
     minutes = (time.perf_counter() - start) / 60
@@ -535,17 +543,19 @@ def spread(pixels: np.ndarray) -> float:
 
 def pixel_floor(profile: Profile, data: str = "digits") -> dict:
     """The pixel-space measures of real images: ``pfd``, the pixel Frechet distance of ``variance_samples``
-    training images (one draw per seed, as :func:`variance_floor`) against the test images, and ``spread``, the
-    test images' total variance."""
+    training images (one draw per seed, as :func:`variance_floor`) against the test images, ``spread``, the
+    test images' total variance, and ``feature_spread``, that of their digits features."""
     from ddpm_lite.data import load_dataset
-    from ddpm_lite.metrics import fid_from_features
+    from ddpm_lite.metrics import fid_from_features, load_digits_feature_net
 
     test, train = _pixels(_test_images(data)), _pixels(load_dataset(data, "train").images)
 
     n = min(profile.variance_samples, len(train))
     draws = [torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].numpy()
              for seed in profile.variance_seeds]  # the draws of variance_floor
-    return {"pfd": [fid_from_features(train[d], test) for d in draws], "spread": spread(test)}
+    features = np.asarray(_test_features(load_digits_feature_net(device="cpu"), data), dtype=np.float64)
+    return {"pfd": [fid_from_features(train[d], test) for d in draws], "spread": spread(test),
+            "feature_spread": spread(features)}
 
 
 def variance_floor(profile: Profile, data: str = "digits") -> list[float]:
@@ -783,7 +793,9 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
         lines += ["", f"Pixel-space measures of the same samples: the **pixel Fréchet distance** (the FID formula on "
                   f"the raw pixels, against the test images; floor {mean_sd(pixel['pfd'])}) and the **total "
                   f"variance** of the samples (the sum over pixels of their variance; the test images: "
-                  f"{pixel['spread']:.2f})."]
+                  f"{pixel['spread']:.2f})"
+                  + (f"; and the total variance of the samples' digits features (the test images: "
+                     f"{pixel['feature_spread']:.2f})." if "feature_spread" in pixel else ".")]
     for T in profile.variance_chains:
         for metric in (m for m in METRICS if any(m in r for r in variance["samples"])):
             lines += _metric_tables(variance_table(variance["samples"], T, metric), T, METRICS[metric])
@@ -1125,6 +1137,9 @@ def main(argv=None) -> None:
                              "with the others; --merge joins their reports)")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), metavar="VARIANT",
                         help=f"claim 2 only: sample these variants of the profile's ({', '.join(VARIANTS)})")
+    parser.add_argument("--steps", type=int, nargs="+", metavar="K",
+                        help="claim 2 only: sample these step counts instead of the profile's (a run of some cells, "
+                             "for --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: join the claim-2 JSON of several runs into one report (named --name)")
     parser.add_argument("--name", default="merged", help="with --merge: the merged report's name")
@@ -1155,6 +1170,12 @@ def main(argv=None) -> None:
                                                                   or v in profile.variance_variants)]
         profile = replace(profile, variance_variants=tuple(chosen))
         tag += "-" + "-".join(chosen)
+    if args.steps:
+        if claims != (2,) or min(args.steps) < 1:
+            parser.error("--steps applies to claim 2 alone (add --claims 2) and takes positive step counts")
+        profile = replace(profile, variance_steps=tuple(sorted(set(args.steps))), variance_extra_steps=(),
+                          variance_long_steps=())
+        tag += "-steps-" + "-".join(map(str, profile.variance_steps))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trained = [run for run in RUNS if any(run in CLAIM_RUNS.get(c, ()) for c in claims)]

@@ -42,13 +42,14 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
     assert set(table["learned"][4]) == {0} and 4 not in table["oracle"]  # the long steps: LONG_VARIANTS, seed 0
     assert "#### T = 1000: FID (digits features), paired difference to learned Σ" in report and "p = " in report
     # the same cells in pixel space: the pixel Frechet distance and the samples' total variance, with the floor
-    for metric in ("pfd", "spread"):
+    for metric in ("pfd", "spread", "feature_spread"):
         cells = claims.variance_table(variance["samples"], 1000, metric)
         assert {(v, k): set(s) for v, c in cells.items() for k, s in c.items()} == \
             {(v, k): set(s) for v, c in table.items() for k, s in c.items()}
         assert all(x > 0 for c in cells.values() for s in c.values() for x in s.values())
         assert f"#### T = 1000: {claims.METRICS[metric]}, paired difference" in report
     assert len(variance["pixel"]["pfd"]) == 2 and abs(variance["pixel"]["spread"] - 19.0) < 0.05
+    assert variance["pixel"]["feature_spread"] > 0
     perfect = report.split("#### A perfect model of Gaussian digits")[1]  # the closed form, one row per Sigma
     assert all(f"| {label} | " in perfect for label in claims.GAUSSIAN_VARIANCES.values())
     assert "| 2 steps | 3 steps |" in perfect
@@ -222,6 +223,21 @@ def test_variants_samples_only_the_chosen_variants_under_their_own_name(tmp_path
                  "--work", str(tmp_path / "work")])
     result = json.loads((tmp_path / "results-smoke-learned-ddim-claims2.json").read_text())
     assert set(claims.variance_table(result["variance"]["samples"], 1000)) == {"learned", "ddim"}
+    # --steps: some step counts of the same models (--reuse), under its own name; --merge pairs the runs, every
+    # measure of a cell sampled twice the same in both (the noise is seeded)
+    with pytest.raises(SystemExit) as stop:
+        claims.main(["--profile", "smoke", "--claims", "2", "--steps", "0", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    claims.main(["--profile", "smoke", "--claims", "2", "--variants", "ddim", "learned", "--steps", "3", "--reuse",
+                 "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    again = json.loads((tmp_path / "results-smoke-learned-ddim-steps-3-claims2.json").read_text())
+    assert claims.variance_table(again["variance"]["samples"], 1000)["learned"] == {3: {0: pytest.approx(
+        claims.variance_table(result["variance"]["samples"], 1000)["learned"][3][0], rel=1e-9), 1: pytest.approx(
+        claims.variance_table(result["variance"]["samples"], 1000)["learned"][3][1], rel=1e-9)}}
+    _, merged = claims.merge_variance([result, again])
+    for metric in claims.METRICS:
+        assert claims.variance_table(merged["samples"], 1000, metric) == claims.variance_table(
+            result["variance"]["samples"], 1000, metric)
 
 
 def test_saved_config_predating_a_new_field_is_the_same_config():

@@ -39,6 +39,17 @@ def _digits(n):
     return load_dataset("digits").images[:n]
 
 
+def _gaussian_sampler():
+    from ddpm_lite.course.analytic import gaussian_sampler_moments
+
+    mean, cov, steps = np.zeros(4), np.diag([0.5, 0.2, 0.1, 0.01]), (10, 25, 50, 100, 250, 1000)
+    names = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_diagonal": "Σ* per pixel",
+             "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
+    moments = {n: [gaussian_sampler_moments(respace(_cosine(), k) if k < 1000 else _cosine(), mean, cov, n)
+                   for k in steps] for n in names}
+    return plotting.gaussian_sampler_figure(moments, mean, cov, steps, labels=names)
+
+
 def _cosine(T=1000):
     return GaussianDiffusion(get_betas("cosine", T))
 
@@ -182,6 +193,7 @@ EXAMPLES = {
         {"test digits": (_digits(36), 0.0, 7.14, 10.88), "w = 0": (_digits(36), 1.15, 6.84, 11.03),
          "w = 1": (_digits(36), 1.47, 7.50, 7.58), "w = 3": (_digits(36), 1.62, 7.45, 7.79)}, n_show=20, ncol=5),
     "variance_fit_figure": lambda: plotting.variance_fit_figure(_variance_fits()),
+    "gaussian_sampler_figure": lambda: _gaussian_sampler(),
     "variance_gap_figure": lambda: plotting.variance_gap_figure(
         _cosine(), {f"{k} steps": respace(_cosine(), k) for k in (10, 25, 50, 100)},
         {"the model's v": (np.arange(111, 1000, 111), np.full(9, 0.77)),

@@ -767,6 +767,37 @@ def variance_fit_figure(fits, title: str | None = None, ax=None):
     return fig
 
 
+def gaussian_sampler_figure(moments, mean, cov, steps: Sequence[int], labels: Mapping[str, str] | None = None,
+                            figsize=(8.0, 4.6)):
+    """What samplers draw for Gaussian data N(mean, cov) with a perfect model, against the sampling steps:
+    ``moments`` maps a variance name to the (mean, covariance) of :func:`~ddpm_lite.course.analytic.
+    gaussian_sampler_moments` at each of ``steps``. Left: the samples' total variance (the sum of the pixels'
+    variances) against the data's; right: the Frechet distance to the data. Returns the figure."""
+    from ..metrics import frechet_distance
+
+    labels = labels or {}
+    with plt.rc_context(style.RC):
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+        for name, pairs in moments.items():
+            if len(pairs) != len(steps):
+                raise ValueError(f"{name}: {len(pairs)} (mean, covariance) pairs for {len(steps)} step counts")
+            spread = [np.trace(c) for _, c in pairs]
+            distance = [frechet_distance(m, c, mean, cov) or np.nan for m, c in pairs]  # 0 has no place on a log axis
+            ax.plot(steps, spread, "o-", ms=4, label=labels.get(name, name))
+            ax2.plot(steps, distance, "o-", ms=4)
+        ax.axhline(np.trace(cov), color="k", ls="--", lw=1, label="the data")
+        ax.set(xscale="log", xlabel="sampling steps", ylabel="total variance of the samples",
+               title="spread of the samples")
+        ax2.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="Fréchet distance to the data",
+                title="distance to the data")
+        for a in (ax, ax2):
+            plain_ticks(a.xaxis, steps)
+            a.grid(alpha=0.3, which="both")
+        plain_ticks(ax2.yaxis)
+        legend_below(fig, ax, ncols=3)
+    return fig
+
+
 # ======================================================================================================================
 # 05 cosine schedule: alpha-bar and the latents under each schedule (Improved DDPM Figures 3 and 5)
 # ======================================================================================================================
