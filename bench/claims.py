@@ -807,8 +807,9 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
     return lines
 
 
-GAUSSIAN_VARIANCES = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_diagonal": "Σ* per pixel",
-                      "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
+GAUSSIAN_VARIANCES = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_isotropic": "Σ* per step (the oracle)",
+                      "optimal_diagonal": "Σ* per pixel", "optimal": "Σ* (the true reverse step)",
+                      "ddim": "DDIM η = 0"}
 
 
 def gaussian_lines(steps: dict[int, list[int]], data: str = "digits") -> list[str]:
@@ -827,7 +828,8 @@ def gaussian_lines(steps: dict[int, list[int]], data: str = "digits") -> list[st
              f"Data N(m, C) with the mean and covariance of the {len(train)} training images (total variance "
              f"{np.trace(cov):.2f}), the exact denoiser E[x_0 | x_t], the samplers as they run (from N(0, I), no "
              "noise at the last step, no clipping): the pixel Fréchet distance to the data (total variance of the "
-             "samples). Σ* per pixel is the best a model with one variance per pixel (learned Σ) can do."]
+             "samples). Σ* per step is the best single variance of each step (what the oracle samples with), "
+             "Σ* per pixel the best a model with one variance per pixel (learned Σ) can do."]
     for T, ks in steps.items():
         if not ks:
             continue
@@ -947,7 +949,7 @@ def merge_reports(paths: list[Path], out: Path, name: str) -> str:
     profile, variance = merge_variance(docs)
     runs = [f"- `{Path(p).name}`: {d['minutes']:.1f} min; {d.get('machine', '?')}" for p, d in zip(paths, docs)]
     text = "\n".join([f"## Results: claim 2, `{name}` (merged)", "", "Merged from these runs (the same models, "
-                      "samples and seeds; a cell sampled twice has the same FID in both):", "", *runs, "",
+                      "samples and seeds; a cell sampled twice has the same value of every measure in both):", "", *runs, "",
                       *variance_report(variance, profile)])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{name}-claims2.md").write_text(text + "\n")
@@ -1047,7 +1049,11 @@ def _steps_figure(variance: dict, profile: Profile, rows, path: Path) -> None:
                 ax.yaxis.set_minor_formatter(ScalarFormatter() if metric != "spread" else NullFormatter())
                 ax.grid(alpha=0.3, which="both")
             row[0].set_ylabel(ylabel)
-        handles, labels = axes[0][0].get_legend_handles_labels()
+        handles, labels = [], []
+        for row in axes:  # each row's reference line too
+            for handle, label in zip(*row[0].get_legend_handles_labels()):
+                if label not in labels:
+                    handles.append(handle), labels.append(label)
         fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT_PT)
         fig.savefig(path)
         plt.close(fig)

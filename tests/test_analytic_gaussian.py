@@ -45,6 +45,13 @@ def test_beta_tilde_under_disperses_at_few_steps_and_the_full_chain_is_nearly_ex
     for steps in (5, 20):
         a = gaussian_sampler_moments(respace(_diffusion(), steps), MEAN, diagonal, "optimal_diagonal", True)
         np.testing.assert_allclose(a[1], diagonal, atol=1e-10)
+        iso = 0.3 * np.eye(3)  # and with every pixel alike, one variance per step is
+        b = gaussian_sampler_moments(respace(_diffusion(), steps), MEAN, iso, "optimal_isotropic", True)
+        np.testing.assert_allclose(b[1], iso, atol=1e-10)
+    # with pixels that differ, one variance per step is further from the data than one per pixel
+    per_step, per_pixel = (gaussian_sampler_distance(respace(_diffusion(), 10), MEAN, COV, v)
+                           for v in ("optimal_isotropic", "optimal_diagonal"))
+    assert per_step > per_pixel > 0
 
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "ddim"])

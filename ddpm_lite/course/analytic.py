@@ -84,7 +84,7 @@ class GaussianMixture:
 
 # --------------------------------------------------------------------------- Gaussian data: samplers in closed form
 
-SAMPLER_VARIANCES = ("fixed_small", "fixed_large", "optimal", "optimal_diagonal", "ddim")
+SAMPLER_VARIANCES = ("fixed_small", "fixed_large", "optimal", "optimal_diagonal", "optimal_isotropic", "ddim")
 
 
 def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small", exact_ends: bool = False):
@@ -102,6 +102,8 @@ def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small"
       bound's term L_{t-1} (it puts back the x_0 uncertainty that beta~ leaves out), exact at every step count;
     - ``optimal_diagonal``: its diagonal, the best Sigma a model with one variance per pixel (as Improved DDPM's
       learned Sigma) can output;
+    - ``optimal_isotropic``: the best single variance per step, beta~_t + c_t^2 tr Cov(x_0 | x_t) / D (the v*(t) of
+      :mod:`ddpm_lite.metrics.variance`, one v for every pixel);
     - ``ddim``: DDIM with eta = 0 (Song et al. 2021, eq. 12), no noise.
 
     As the samplers do, the chain starts from N(0, I) and its last step adds no noise (x_0 is the mean of
@@ -137,7 +139,8 @@ def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small"
             beta_tilde = diffusion.posterior_variance[i]
             noise = {"fixed_small": beta_tilde * eye, "fixed_large": diffusion.betas[i] * eye,
                      "optimal": beta_tilde * eye + c1 ** 2 * x0_cov,
-                     "optimal_diagonal": np.diag(beta_tilde + c1 ** 2 * np.diag(x0_cov))}[variance]
+                     "optimal_diagonal": np.diag(beta_tilde + c1 ** 2 * np.diag(x0_cov)),
+                     "optimal_isotropic": (beta_tilde + c1 ** 2 * np.trace(x0_cov) / len(mu)) * eye}[variance]
             if i == 0 and not exact_ends:
                 noise = np.zeros_like(eye)
         m, s = a @ m + b, a @ s @ a.T + noise
