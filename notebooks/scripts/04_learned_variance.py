@@ -34,6 +34,7 @@ import torch
 
 from ddpm_lite import GaussianDiffusion, respace
 from ddpm_lite.course import plotting
+from ddpm_lite.course.analytic import gaussian_sampler_moments
 from ddpm_lite.course.exercises import (  # hint("name") on request
     check_hybrid_loss,
     check_learned_range_log_variance,
@@ -49,7 +50,7 @@ from ddpm_lite.course.learned_variance import (
 )
 from ddpm_lite.course.widgets import VarianceExplorer
 from ddpm_lite.data import load_dataset
-from ddpm_lite.metrics import compute_fid, load_digits_feature_net, reference_statistics
+from ddpm_lite.metrics import compute_fid, frechet_distance, load_digits_feature_net, reference_statistics
 from ddpm_lite.metrics.variance import default_timesteps, variance_fit
 from ddpm_lite.pretrained import load_pretrained
 from ddpm_lite.runtime import default_device, fast_mode, pick
@@ -508,8 +509,66 @@ plt.show()
 # of the chain) is within 0.07 of the learned $\Sigma$ everywhere: $v$ has learned what the bound asks of it. But
 # the fixed $\tilde\beta$ is level or better (the same network at $T = 4000$: 2.31, 1.98, 1.83, 1.88). The
 # best variance for the bound is never below $\tilde\beta'$ (it is $\tilde\beta' + c^2 e_t$, section 7), and on
-# these digits FID ranks the variances by size, the smallest best. The paper's claim against $\tilde\beta$ is
-# **not** reproduced on 8×8 digits, where the fixed $\tilde\beta$ barely degrades with few steps.
+# these digits FID ranks the variances by size, the smallest best. In this FID the paper's claim against
+# $\tilde\beta$ is **not** reproduced on 8×8 digits: the fixed $\tilde\beta$ barely degrades with few steps.
+# Section 9 shows where the effect is.
+#
+# ## 9. Where β̃ falls short
+#
+# Section 7's best variance, $\Sigma^* = \tilde\beta' + c^2 e_t$, says what $\tilde\beta$ leaves out: the
+# uncertainty of $\hat x_0$, carried into $x_{t-1}$. A step with $\tilde\beta'$ adds too little noise, and with
+# few steps, where $c^2 e_t$ is a large part of each step's variance, the samples come out with too little spread:
+# too alike, too smooth. Figure 8 of Improved DDPM shows what that costs on CIFAR-10 and ImageNet 64×64. Section 8
+# found that our digits FID does not show it. Is the effect missing on digits, or does that FID not see it?
+#
+# A perfect model answers the first half, in closed form. Make the digits Gaussian, with the mean and covariance
+# of the 1,437 training digits. Then $\mathbb{E}[x_0 \mid x_t]$ is linear in $x_t$, every step of every sampler
+# maps a Gaussian to a Gaussian, and `gaussian_sampler_moments` follows the samples' mean and covariance through the
+# chain exactly: no network, no sampling noise. Six reverse steps: $\tilde\beta$, $\beta$, $\Sigma^*$ per step
+# (one variance for every pixel, the $v^*(t)$ of section 8), $\Sigma^*$ per pixel (the best a learned $\Sigma$ with
+# one $v$ per pixel can do), the full $\Sigma^*$ (the covariance of the true reverse step,
+# $\tilde\beta'\mathbf{I} + c^2\,\mathrm{Cov}(x_0 \mid x_t)$) and DDIM. On the right,
+# the Fréchet distance to the data: the FID formula, here on the pixels themselves.
+
+# %% slideshow={"slide_type": "slide"}
+pixels = load_dataset("digits", "train").images.reshape(-1, 64).double().numpy()  # 1,437 digits, 64 pixels each
+mean, cov = pixels.mean(axis=0), np.cov(pixels.T)
+step_counts = (10, 25, 50, 100, 250, 1000)
+sigmas = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_isotropic": "Σ* per step",
+          "optimal_diagonal": "Σ* per pixel", "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
+moments = {name: [gaussian_sampler_moments(respace(diffusion, k) if k < T else diffusion, mean, cov, name)
+                  for k in step_counts] for name in sigmas}
+fig = plotting.gaussian_sampler_figure(moments, mean, cov, step_counts, labels=sigmas)
+plt.show()
+print(f"the data: total variance {np.trace(cov):.2f}; with 25 steps:")
+for name, label in sigmas.items():
+    m, c = moments[name][step_counts.index(25)]
+    print(f"  {label:>27}: total variance {np.trace(c):5.2f}, Fréchet distance {frechet_distance(m, c, mean, cov):.4f}")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# The effect is there, even for a perfect model. With 25 steps the $\tilde\beta$ samples have 18% less total
+# variance than the data (15.3 against 18.7) and are 6.6 times as far from it as with the per-pixel $\Sigma^*$
+# (Fréchet distance 0.19 against 0.029); one $\Sigma^*$ per step is in between (0.058), and $\beta$ overshoots
+# the spread a little (19.0) and lands close to the per-pixel $\Sigma^*$ (0.043). The full $\Sigma^*$ is exact at
+# every step count: for Gaussian data the true reverse step is Gaussian, so nothing is lost by skipping steps. That
+# is what learning $\Sigma$ aims at, and Improved DDPM's models come close (Figure 8). DDIM has no noise to get
+# wrong, but its discretisation also loses spread (16.6 with 25 steps).
+#
+# Our trained models show it too, when the samples are measured in pixel space. `bench/claims.py` (profile
+# `full-lite-pixel`, docs/claims.md, claim 2) draws the section-8 variants again, six seeds of 334 samples, and
+# measures every cell in the digits classifier's features (FID, spread) and in pixel space (the Fréchet distance of
+# the raw pixels, the total variance).
+# At $T = 4000$ with 25 steps, the same network's samples have a total variance of 17.50 with its learned
+# $\Sigma$ and 16.99 with $\tilde\beta$ (test digits: 18.97), and pixel Fréchet distances of 0.887 and 0.925 (floor
+# 0.655): the learned $\Sigma$ is closer to the test digits in every one of the six seeds (+0.038, p = 0.0009), and
+# the gap shrinks with the steps (+0.038, +0.017, +0.006, +0.001 at 25, 50, 100, 250 steps), the shape of Figure 8.
+# The fixed $\beta$ is further still (+0.100), the oracle's one $v^*$ per step in between (+0.019). The digits-feature
+# FID of the very same samples ranks $\tilde\beta$ first (2.21 against 2.43, p = 0.01), because in the classifier's
+# features the spread goes the other way: the extra per-pixel noise of a larger variance makes the features of the
+# samples *less* spread out (total variance of the features 75.1 with $\tilde\beta$, 72.4 learned, 67.2 with
+# $\beta$; test digits 80.5). Both measures are significant, in opposite directions: an FID says what its feature
+# network sees.
+#
 #
 # ## What to remember
 #
@@ -520,5 +579,7 @@ plt.show()
 # - The same network can be sampled with a fixed variance by dropping its v channel.
 # - The best variance of a step, $\tilde\beta' + c^2 e_t$, depends on how well $x_0$ is known at $t$, hardly on the
 #   step size: why a learned $v$ should carry over to fewer steps, if it has been learned at every $t$.
+# - $\tilde\beta$ leaves out $c^2 e_t$: with few steps its samples have too little spread, even with a perfect
+#   model. On digits the pixel-space distance shows it; the digits-feature FID does not.
 #
 # Next: notebook 05, the cosine schedule; notebook 06, why $L_\text{vlb}$ alone is hard to optimise.
