@@ -949,8 +949,8 @@ def merge_reports(paths: list[Path], out: Path, name: str) -> str:
     profile, variance = merge_variance(docs)
     runs = [f"- `{Path(p).name}`: {d['minutes']:.1f} min; {d.get('machine', '?')}" for p, d in zip(paths, docs)]
     text = "\n".join([f"## Results: claim 2, `{name}` (merged)", "", "Merged from these runs (the same models, "
-                      "samples and seeds; a cell sampled twice has the same value of every measure in both):", "", *runs, "",
-                      *variance_report(variance, profile)])
+                      "samples and seeds; a cell sampled twice has the same value of every measure in both):", "",
+                      *runs, "", *variance_report(variance, profile)])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{name}-claims2.md").write_text(text + "\n")
     (out / f"results-{name}-claims2.json").write_text(json.dumps(
