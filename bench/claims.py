@@ -797,8 +797,10 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
                   + (f"; and the total variance of the samples' digits features (the test images: "
                      f"{pixel['feature_spread']:.2f})." if "feature_spread" in pixel else ".")]
     for T in profile.variance_chains:
-        for metric in (m for m in METRICS if any(m in r for r in variance["samples"])):
-            lines += _metric_tables(variance_table(variance["samples"], T, metric), T, METRICS[metric])
+        for metric in METRICS:  # the measures learned Sigma has at T (runs before a measure existed lack it)
+            table = variance_table(variance["samples"], T, metric)
+            if metric == "fid" or "learned" in table:
+                lines += _metric_tables(table, T, METRICS[metric])
     if pixel is not None:
         steps = {T: sorted({k for v in variance_table(variance["samples"], T, "pfd").values() for k in v})
                  for T in profile.variance_chains}

@@ -172,6 +172,14 @@ def test_merge_joins_runs_and_pairs_the_cells_they_share():
     assert claims.variance_table(variance["samples"], 4000) == {"learned": {250: {0: 1.7}}}
     report = "\n".join(claims.variance_report(variance, profile))
     assert "-0.550 [" in report  # oracle minus learned, paired over the two seeds: (-0.5 - 0.6) / 2
+    # a measure that learned Sigma lacks at T (runs before the measure existed) gets no table there
+    ddim = next(r for r in variance["samples"] if r["variant"] == "ddim")
+    ddim["pfd"] = {"0": {"25": 0.9}}
+    assert "pixel Fréchet distance" not in "\n".join(claims.variance_report(variance, profile))
+    next(r for r in variance["samples"] if r["variant"] == "learned" and r["T"] == 1000)["pfd"] = {"0": {"25": 0.8}}
+    report = "\n".join(claims.variance_report(variance, profile))
+    assert "#### T = 1000: pixel Fréchet distance" in report and "#### T = 4000: pixel" not in report
+    assert "+0.100 (n = 1)" in report
 
 
 def test_merge_refuses_runs_that_do_not_pair(tmp_path):
