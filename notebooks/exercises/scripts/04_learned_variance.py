@@ -18,7 +18,7 @@
 # the choice does matter (the log-likelihood, and sampling with few steps) and lets the network **learn** the
 # variance: as a weight $v$ between those two values, in log space (eq. 15), trained by a hybrid loss (eq. 16).
 #
-# *About 25 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
+# *About 30 minutes.* Two exercises; each checks itself when you run it, and "Run all" works before you solve them.
 
 # %% slideshow={"slide_type": "skip"} tags=["colab-setup"]
 # In Colab: install ddpm_lite from GitHub (Colab's own torch, numpy and ipywidgets are kept). Elsewhere: nothing.
