@@ -486,10 +486,9 @@ def variance_sampler(variant: str, T: int, work: Path, device: str = "cpu"):
 
 def _test_features(net, data: str = "digits"):
     """Features of the held-out test images of ``data`` (the digits: 360; MNIST: 10,000)."""
-    from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics import extract_features
 
-    return extract_features(load_dataset(data, "test").images, net)
+    return extract_features(_test_images(data), net)
 
 
 def sample_variant(T: int, variant: str, plan: tuple[tuple[int, tuple[int, ...]], ...], profile: Profile,
@@ -549,10 +548,7 @@ def pixel_floor(profile: Profile, data: str = "digits") -> dict:
     from ddpm_lite.metrics import fid_from_features, load_digits_feature_net
 
     test, train = _pixels(_test_images(data)), _pixels(load_dataset(data, "train").images)
-
-    n = min(profile.variance_samples, len(train))
-    draws = [torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].numpy()
-             for seed in profile.variance_seeds]  # the draws of variance_floor
+    draws = _floor_draws(profile, len(train))
     features = np.asarray(_test_features(load_digits_feature_net(device="cpu"), data), dtype=np.float64)
     return {"pfd": [fid_from_features(train[d], test) for d in draws], "spread": spread(test),
             "feature_spread": spread(features)}
@@ -566,9 +562,14 @@ def variance_floor(profile: Profile, data: str = "digits") -> list[float]:
     net = load_digits_feature_net(device="cpu")
     reference = _test_features(net, data)
     train = load_dataset(data, "train").images
-    n = min(profile.variance_samples, len(train))
-    return [fid_from_features(extract_features(train[torch.randperm(len(train), generator=torch.Generator()
-                                                                    .manual_seed(seed))[:n]], net), reference)
+    return [fid_from_features(extract_features(train[d], net), reference) for d in _floor_draws(profile, len(train))]
+
+
+def _floor_draws(profile: Profile, n_train: int) -> list[torch.Tensor]:
+    """The training images of each seed's floor: ``variance_samples`` of them (all, when there are fewer), a
+    random draw seeded by the seed."""
+    n = min(profile.variance_samples, n_train)
+    return [torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:n]
             for seed in profile.variance_seeds]
 
 
@@ -809,17 +810,12 @@ def variance_report(variance: dict, profile: Profile) -> list[str]:
     return lines
 
 
-GAUSSIAN_VARIANCES = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_isotropic": "Σ* per step (the oracle)",
-                      "optimal_diagonal": "Σ* per pixel", "optimal": "Σ* (the true reverse step)",
-                      "ddim": "DDIM η = 0"}
-
-
 def gaussian_lines(steps: dict[int, list[int]], data: str = "digits") -> list[str]:
     """Markdown: the same comparison with a perfect model of Gaussian data with the mean and covariance of the
     training images of ``data``, in closed form (:func:`ddpm_lite.course.analytic.gaussian_sampler_moments`): the
     pixel Frechet distance and the total variance of the samples, for each T and its ``steps``."""
     from ddpm_lite.configs import ExperimentConfig
-    from ddpm_lite.course.analytic import gaussian_sampler_moments
+    from ddpm_lite.course.analytic import SAMPLER_VARIANCES, gaussian_sampler_moments
     from ddpm_lite.data import load_dataset
     from ddpm_lite.metrics import frechet_distance
     from ddpm_lite.respace import respace
@@ -838,7 +834,7 @@ def gaussian_lines(steps: dict[int, list[int]], data: str = "digits") -> list[st
         base = ExperimentConfig.preset("digits").override({"diffusion.num_timesteps": T}).build_diffusion()
         lines += ["", f"T = {T}:", "", "| Σ | " + " | ".join(f"{k} steps" for k in ks) + " |",
                   "|---|" + "---|" * len(ks)]
-        for variance, label in GAUSSIAN_VARIANCES.items():
+        for variance, label in SAMPLER_VARIANCES.items():
             cells = []
             for k in ks:
                 m, c = gaussian_sampler_moments(respace(base, k) if k < T else base, mean, cov, variance)

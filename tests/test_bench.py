@@ -51,7 +51,9 @@ def test_claims_smoke_profile_writes_report_json_and_figures(tmp_path):
     assert len(variance["pixel"]["pfd"]) == 2 and abs(variance["pixel"]["spread"] - 19.0) < 0.05
     assert variance["pixel"]["feature_spread"] > 0
     perfect = report.split("#### A perfect model of Gaussian digits")[1]  # the closed form, one row per Sigma
-    assert all(f"| {label} | " in perfect for label in claims.GAUSSIAN_VARIANCES.values())
+    from ddpm_lite.course.analytic import SAMPLER_VARIANCES
+
+    assert all(f"| {label} | " in perfect for label in SAMPLER_VARIANCES.values())
     assert "| 2 steps | 3 steps |" in perfect
     assert (tmp_path / "pixel_vs_steps-smoke.png").stat().st_size > 5000
     assert (tmp_path / "work" / "hybrid-v-T1000.pt").exists()

@@ -40,14 +40,12 @@ def _digits(n):
 
 
 def _gaussian_sampler():
-    from ddpm_lite.course.analytic import gaussian_sampler_moments
+    from ddpm_lite.course.analytic import SAMPLER_VARIANCES, gaussian_sampler_moments
 
     mean, cov, steps = np.zeros(4), np.diag([0.5, 0.2, 0.1, 0.01]), (10, 25, 50, 100, 250, 1000)
-    names = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_diagonal": "Σ* per pixel",
-             "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
     moments = {n: [gaussian_sampler_moments(respace(_cosine(), k) if k < 1000 else _cosine(), mean, cov, n)
-                   for k in steps] for n in names}
-    return plotting.gaussian_sampler_figure(moments, mean, cov, steps, labels=names)
+                   for k in steps] for n in SAMPLER_VARIANCES}
+    return plotting.gaussian_sampler_figure(moments, mean, cov, steps)
 
 
 def _cosine(T=1000):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -84,7 +85,10 @@ class GaussianMixture:
 
 # --------------------------------------------------------------------------- Gaussian data: samplers in closed form
 
-SAMPLER_VARIANCES = ("fixed_small", "fixed_large", "optimal", "optimal_diagonal", "optimal_isotropic", "ddim")
+# the reverse steps gaussian_sampler_moments knows, with the label figures and tables give each
+SAMPLER_VARIANCES = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_isotropic": "Σ* per step",
+                     "optimal_diagonal": "Σ* per pixel", "optimal": "Σ* (the true reverse step)",
+                     "ddim": "DDIM η = 0"}
 
 
 def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small", exact_ends: bool = False):
@@ -110,8 +114,6 @@ def gaussian_sampler_moments(diffusion, mean, cov, variance: str = "fixed_small"
     p(x_0 | x_1)); x_0 is not clipped (``clip_denoised=False``). ``exact_ends``: start from q(x_T) itself and
     let the last step add its noise too; then ``optimal`` gives the data exactly, whatever the step count.
     """
-    import numpy as np
-
     if variance not in SAMPLER_VARIANCES:
         raise ValueError(f"unknown variance {variance!r}: choose one of {list(SAMPLER_VARIANCES)}")
     mu = np.asarray(mean, dtype=np.float64)

@@ -772,10 +772,12 @@ def gaussian_sampler_figure(moments, mean, cov, steps: Sequence[int], labels: Ma
     """What samplers draw for Gaussian data N(mean, cov) with a perfect model, against the sampling steps:
     ``moments`` maps a variance name to the (mean, covariance) of :func:`~ddpm_lite.course.analytic.
     gaussian_sampler_moments` at each of ``steps``. Left: the samples' total variance (the sum of the pixels'
-    variances) against the data's; right: the Frechet distance to the data. Returns the figure."""
+    variances) against the data's; right: the Frechet distance to the data. ``labels``: the legend's name of each
+    variance (default: ``analytic.SAMPLER_VARIANCES``). Returns the figure."""
     from ..metrics import frechet_distance
+    from .analytic import SAMPLER_VARIANCES
 
-    labels = labels or {}
+    labels = SAMPLER_VARIANCES if labels is None else labels
     with plt.rc_context(style.RC):
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
         for name, pairs in moments.items():

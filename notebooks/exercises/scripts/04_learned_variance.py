@@ -36,7 +36,7 @@ import torch
 
 from ddpm_lite import GaussianDiffusion, respace
 from ddpm_lite.course import plotting
-from ddpm_lite.course.analytic import gaussian_sampler_moments
+from ddpm_lite.course.analytic import SAMPLER_VARIANCES, gaussian_sampler_moments
 from ddpm_lite.course.exercises import (  # hint("name") on request
     check_hybrid_loss,
     check_learned_range_log_variance,
@@ -526,14 +526,12 @@ plt.show()
 pixels = load_dataset("digits", "train").images.reshape(-1, 64).double().numpy()  # 1,437 digits, 64 pixels each
 mean, cov = pixels.mean(axis=0), np.cov(pixels.T)
 step_counts = (10, 25, 50, 100, 250, 1000)
-sigmas = {"fixed_small": "Σ = β̃", "fixed_large": "Σ = β", "optimal_isotropic": "Σ* per step",
-          "optimal_diagonal": "Σ* per pixel", "optimal": "Σ* (the true reverse step)", "ddim": "DDIM η = 0"}
 moments = {name: [gaussian_sampler_moments(respace(diffusion, k) if k < T else diffusion, mean, cov, name)
-                  for k in step_counts] for name in sigmas}
-fig = plotting.gaussian_sampler_figure(moments, mean, cov, step_counts, labels=sigmas)
+                  for k in step_counts] for name in SAMPLER_VARIANCES}  # the six reverse steps above
+fig = plotting.gaussian_sampler_figure(moments, mean, cov, step_counts)
 plt.show()
 print(f"the data: total variance {np.trace(cov):.2f}; with 25 steps:")
-for name, label in sigmas.items():
+for name, label in SAMPLER_VARIANCES.items():
     m, c = moments[name][step_counts.index(25)]
     print(f"  {label:>27}: total variance {np.trace(c):5.2f}, Fréchet distance {frechet_distance(m, c, mean, cov):.4f}")
 
